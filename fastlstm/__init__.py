@@ -1,0 +1,13 @@
+"""fastlstm: fast CPU inference for LSTM, GRU and RNN layers with PyTorch semantics.
+
+numpy in, numpy out; weights packed once at load; the whole time loop in
+compiled code with the GIL released.  PyTorch is never imported at run time.
+"""
+
+from .backends import available_backends
+from .cells import GRUCell, LSTMCell, RNNCell
+from .layers import GRU, LSTM, RNN
+
+__version__ = "0.1.0"
+
+__all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "available_backends"]

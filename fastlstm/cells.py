@@ -1,0 +1,132 @@
+"""``LSTMCell``, ``GRUCell`` and ``RNNCell``: one step, PyTorch's ``nn.*Cell`` semantics.
+
+A cell runs the same kernels as the sequence layers, with one step.
+"""
+
+import numpy as np
+
+from . import _validate
+from .backends import resolve_backend
+from .engine import run_layers
+from .layout import pack_cell_params
+from .params import cell_spec, check_state_dict, init_params
+
+
+class _Cell:
+    _mode = None
+    _torch_class = None
+
+    def __init__(self, input_size, hidden_size, bias=True, *, backend="auto"):
+        self.input_size = _validate.check_positive_int(input_size, "input_size")
+        self.hidden_size = _validate.check_positive_int(hidden_size, "hidden_size")
+        self.bias = bool(bias)
+        self.backend = backend
+        self._backend = resolve_backend(backend)
+        self._spec = cell_spec(self._mode, self.input_size, self.hidden_size, self.bias)
+        self._set_params(init_params(self._spec, self.hidden_size))
+
+    @property
+    def backend_name(self):
+        return self._backend.NAME
+
+    def _set_params(self, params):
+        self._params = params
+        self._layers = pack_cell_params(self._backend, self._mode, params, self.hidden_size)
+
+    def load_state_dict(self, state_dict):
+        """Load ``weight_ih``, ``weight_hh`` (and ``bias_ih``, ``bias_hh``); strict."""
+        self._set_params(check_state_dict(self._spec, state_dict, repr(self)))
+        return self
+
+    def state_dict(self):
+        """{PyTorch key: float32 numpy array} copies."""
+        return {key: value.copy() for key, value in self._params.items()}
+
+    @classmethod
+    def from_torch(cls, module, *, backend="auto"):
+        """A cell with the sizes and weights of a ``torch.nn`` cell of the same type."""
+        names = [klass.__name__ for klass in type(module).__mro__]
+        if cls._torch_class not in names:
+            raise TypeError(f"module: expected a torch.nn.{cls._torch_class}, "
+                            f"got {type(module).__name__}")
+        cell = cls(**cls._torch_hyperparameters(module), backend=backend)
+        return cell.load_state_dict(module.state_dict())
+
+    @classmethod
+    def _torch_hyperparameters(cls, module):
+        return dict(input_size=module.input_size, hidden_size=module.hidden_size, bias=module.bias)
+
+    def _step(self, x, h0, c0):
+        """x (B, I) or (I,) -> h1, c1 (c1 None except LSTM), unbatched like x."""
+        x, batched = _validate.check_cell_input(x, self.input_size)
+        batch = x.shape[0]
+        shape = (batch, self.hidden_size)
+        name = "hx[0]" if self._mode == "LSTM" else "hx"
+        h0 = (np.zeros(shape, np.float32) if h0 is None
+              else _validate.check_state(h0, name, shape, batched))
+        if self._mode == "LSTM":
+            c0 = (np.zeros(shape, np.float32) if c0 is None
+                  else _validate.check_state(c0, "hx[1]", shape, batched))
+            c0 = c0[None]
+        lengths = np.ones(batch, np.int64)
+        _, h_n, c_n = run_layers(self._backend, self._mode, self._layers, self.hidden_size, 0,
+                                 x[None], h0[None], c0, lengths)
+        h1 = h_n[0] if batched else h_n[0, 0]
+        c1 = None if c_n is None else (c_n[0] if batched else c_n[0, 0])
+        return h1, c1
+
+    def __repr__(self):
+        return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, bias={self.bias}, "
+                f"backend={self.backend_name!r})")
+
+
+class LSTMCell(_Cell):
+    """``cell(x, hx=None) -> (h1, c1)``; x (B, I) or (I,), hx = (h0, c0) each (B, H) or (H,)."""
+
+    _mode = "LSTM"
+    _torch_class = "LSTMCell"
+
+    def __call__(self, x, hx=None):
+        if hx is None:
+            h0 = c0 = None
+        else:
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError(f"hx: expected a tuple (h0, c0) for LSTMCell, got {type(hx).__name__}")
+            h0, c0 = hx
+        return self._step(x, h0, c0)
+
+    forward = __call__
+
+
+class GRUCell(_Cell):
+    """``cell(x, hx=None) -> h1``; x (B, I) or (I,), hx (B, H) or (H,)."""
+
+    _mode = "GRU"
+    _torch_class = "GRUCell"
+
+    def __call__(self, x, hx=None):
+        return self._step(x, hx, None)[0]
+
+    forward = __call__
+
+
+class RNNCell(_Cell):
+    """``cell(x, hx=None) -> h1`` with h1 = act(W_ih x + b_ih + W_hh h + b_hh), act tanh or relu."""
+
+    _torch_class = "RNNCell"
+
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", *, backend="auto"):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        self._mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
+        super().__init__(input_size, hidden_size, bias, backend=backend)
+
+    def __call__(self, x, hx=None):
+        return self._step(x, hx, None)[0]
+
+    forward = __call__
+
+    @classmethod
+    def _torch_hyperparameters(cls, module):
+        return dict(super()._torch_hyperparameters(module), nonlinearity=module.nonlinearity)

@@ -1,0 +1,206 @@
+"""``LSTM``, ``GRU`` and ``RNN``: stacked, optionally bidirectional sequence layers
+with PyTorch's constructor signatures, weight names and call semantics."""
+
+import numpy as np
+
+from . import _validate
+from .backends import resolve_backend
+from .engine import run_layers
+from .layout import pack_sequence_params
+from .params import check_state_dict, direction_suffixes, init_params, sequence_spec
+
+
+class _SequenceLayer:
+    """Shared machinery; subclasses fix the cell type (``_mode``)."""
+
+    _mode = None
+    _torch_class = None
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, proj_size=0, *, backend="auto"):
+        self.input_size = _validate.check_positive_int(input_size, "input_size")
+        self.hidden_size = _validate.check_positive_int(hidden_size, "hidden_size")
+        self.num_layers = _validate.check_positive_int(num_layers, "num_layers")
+        self.proj_size = _validate.check_positive_int(proj_size, "proj_size", minimum=0)
+        if self.proj_size and self._mode != "LSTM":
+            raise ValueError(f"proj_size: only LSTM supports a projection, got proj_size={proj_size}")
+        if self.proj_size >= self.hidden_size:
+            raise ValueError(f"proj_size: expected 0 <= proj_size < hidden_size={hidden_size}, "
+                             f"got {proj_size}")
+        self.bias = bool(bias)
+        self.batch_first = bool(batch_first)
+        self.bidirectional = bool(bidirectional)
+        # dropout applies between layers in training only; accepted for signature compatibility
+        self.dropout = float(dropout)
+        self.backend = backend
+        self._backend = resolve_backend(backend)
+        self._spec = sequence_spec(self._mode, self.input_size, self.hidden_size, self.num_layers,
+                                   self.bidirectional, self.proj_size, self.bias)
+        self._set_params(init_params(self._spec, self.hidden_size))
+
+    # -- weights ---------------------------------------------------------------------------
+
+    @property
+    def num_directions(self):
+        return 2 if self.bidirectional else 1
+
+    @property
+    def backend_name(self):
+        """The backend this layer runs on (``auto`` resolved)."""
+        return self._backend.NAME
+
+    def _set_params(self, params):
+        self._params = params
+        self._layers = pack_sequence_params(self._backend, self._mode, params, self.hidden_size,
+                                            self.num_layers, direction_suffixes(self.bidirectional))
+
+    def load_state_dict(self, state_dict):
+        """Load PyTorch-named weights (numpy arrays or torch tensors); strict.
+
+        Missing, unexpected or mis-shaped keys raise ValueError; nothing is changed then.
+        """
+        self._set_params(check_state_dict(self._spec, state_dict, repr(self)))
+        return self
+
+    def state_dict(self):
+        """{PyTorch key: float32 numpy array} copies, in PyTorch's order."""
+        return {key: value.copy() for key, value in self._params.items()}
+
+    @classmethod
+    def from_torch(cls, module, *, backend="auto"):
+        """A layer with the hyper-parameters and weights of a ``torch.nn`` module of the same type."""
+        cls._check_torch_type(module)
+        layer = cls(**cls._torch_hyperparameters(module), backend=backend)
+        return layer.load_state_dict(module.state_dict())
+
+    @classmethod
+    def _check_torch_type(cls, module):
+        names = [klass.__name__ for klass in type(module).__mro__]
+        if cls._torch_class not in names:
+            raise TypeError(f"module: expected a torch.nn.{cls._torch_class}, "
+                            f"got {type(module).__name__}")
+
+    @classmethod
+    def _torch_hyperparameters(cls, module):
+        return dict(input_size=module.input_size, hidden_size=module.hidden_size,
+                    num_layers=module.num_layers, bias=module.bias,
+                    batch_first=module.batch_first, bidirectional=module.bidirectional)
+
+    # -- calling ---------------------------------------------------------------------------
+
+    def _state_shapes(self, batch):
+        states = self.num_layers * self.num_directions
+        return (states, batch, self.proj_size or self.hidden_size), (states, batch, self.hidden_size)
+
+    def _prepare(self, x, h0, c0, lengths):
+        x, batched = _validate.check_sequence_input(x, self.input_size, self.batch_first)
+        n_steps, batch = x.shape[0], x.shape[1]
+        h_shape, c_shape = self._state_shapes(batch)
+        name = "hx[0]" if self._mode == "LSTM" else "hx"
+        h0 = (np.zeros(h_shape, np.float32) if h0 is None
+              else _validate.check_state(h0, name, h_shape, batched))
+        if self._mode == "LSTM":
+            c0 = (np.zeros(c_shape, np.float32) if c0 is None
+                  else _validate.check_state(c0, "hx[1]", c_shape, batched))
+        if lengths is not None and not batched:
+            lengths = np.asarray(_validate.to_numpy(lengths)).reshape(-1)
+        lengths = _validate.check_lengths(lengths, batch, n_steps)
+        return x, batched, h0, c0, lengths
+
+    def _run(self, x, h0, c0, lengths):
+        x, batched, h0, c0, lengths = self._prepare(x, h0, c0, lengths)
+        out, h_n, c_n = run_layers(self._backend, self._mode, self._layers, self.hidden_size,
+                                   self.proj_size, x, h0, c0, lengths)
+        if not batched:
+            out, h_n = out[:, 0], h_n[:, 0]
+            c_n = c_n[:, 0] if c_n is not None else None
+        elif self.batch_first:
+            out = np.ascontiguousarray(out.transpose(1, 0, 2))
+        return out, h_n, c_n
+
+    def __repr__(self):
+        extra = f", proj_size={self.proj_size}" if self.proj_size else ""
+        return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, "
+                f"num_layers={self.num_layers}, bias={self.bias}, batch_first={self.batch_first}, "
+                f"bidirectional={self.bidirectional}{extra}, backend={self.backend_name!r})")
+
+
+class LSTM(_SequenceLayer):
+    """Multi-layer LSTM with PyTorch's ``nn.LSTM`` semantics (gates i, f, g, o).
+
+    ``layer(x, hx=None, lengths=None) -> out, (h_n, c_n)``
+        x:      (T, B, I), (B, T, I) with batch_first, or unbatched (T, I); any float dtype
+        hx:     (h0, c0) with h0 (L*D, B, H_out), c0 (L*D, B, H); zeros when None
+        lengths: (B,) integers in [1, T]; steps past a length give zeros in ``out``
+        out:    (T, B, D*H_out) float32 (batch-first/unbatched like x)
+        h_n, c_n: state after each sequence's last valid step
+    H_out is proj_size when set, else hidden_size; D is 2 when bidirectional.
+    """
+
+    _mode = "LSTM"
+    _torch_class = "LSTM"
+
+    def __call__(self, x, hx=None, lengths=None):
+        if hx is None:
+            h0 = c0 = None
+        else:
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError(f"hx: expected a tuple (h0, c0) for LSTM, got {type(hx).__name__}")
+            h0, c0 = hx
+        out, h_n, c_n = self._run(x, h0, c0, lengths)
+        return out, (h_n, c_n)
+
+    forward = __call__
+
+    @classmethod
+    def _torch_hyperparameters(cls, module):
+        return dict(super()._torch_hyperparameters(module), proj_size=module.proj_size)
+
+
+class GRU(_SequenceLayer):
+    """Multi-layer GRU with PyTorch's ``nn.GRU`` semantics (gates r, z, n).
+
+    ``layer(x, hx=None, lengths=None) -> out, h_n``; shapes as for ``LSTM`` without c.
+    """
+
+    _mode = "GRU"
+    _torch_class = "GRU"
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, *, backend="auto"):
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, 0, backend=backend)
+
+    def __call__(self, x, hx=None, lengths=None):
+        out, h_n, _ = self._run(x, hx, None, lengths)
+        return out, h_n
+
+    forward = __call__
+
+
+class RNN(_SequenceLayer):
+    """Multi-layer Elman RNN with PyTorch's ``nn.RNN`` semantics: h' = act(W_ih x + W_hh h + b).
+
+    ``nonlinearity`` is "tanh" or "relu"; ``layer(x, hx=None, lengths=None) -> out, h_n``.
+    """
+
+    _torch_class = "RNN"
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
+                 batch_first=False, dropout=0.0, bidirectional=False, *, backend="auto"):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        self._mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, 0, backend=backend)
+
+    def __call__(self, x, hx=None, lengths=None):
+        out, h_n, _ = self._run(x, hx, None, lengths)
+        return out, h_n
+
+    forward = __call__
+
+    @classmethod
+    def _torch_hyperparameters(cls, module):
+        return dict(super()._torch_hyperparameters(module), nonlinearity=module.nonlinearity)
