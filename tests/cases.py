@@ -113,9 +113,9 @@ _LAYER_ROWS = [
          bias=False, initial_state=True, lengths=(2, 1, 6), dtype="torch"),
     dict(input_size=4, hidden_size=5, num_layers=2, bidirectional=True, batch=1,
          initial_state=True, lengths=(3,), dtype="float64"),
-    # unbatched (T, I) input and (L*D, H) states
-    dict(input_size=17, hidden_size=17, num_layers=2, bidirectional=True, unbatched=True,
-         initial_state=True, dtype="float64", load="from_torch"),
+    # unbatched (T, I) input and (L*D, H) states; batch_first has no effect on them
+    dict(input_size=17, hidden_size=17, num_layers=2, bidirectional=True, batch_first=True,
+         unbatched=True, initial_state=True, dtype="float64", load="from_torch"),
     dict(input_size=1, hidden_size=3, steps=1, unbatched=True, load="torch", dtype="float16"),
 ]
 

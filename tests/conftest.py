@@ -29,6 +29,12 @@ def backends_under_test():
 BACKENDS = backends_under_test()
 
 
+def pytest_configure(config):
+    # torch's own notice when running LSTM with proj_size; not about fastlstm
+    config.addinivalue_line("filterwarnings",
+                            "ignore:LSTM with projections is not supported with oneDNN:UserWarning")
+
+
 def pytest_report_header(config):
     return f"fastlstm backends under test: {BACKENDS}"
 
