@@ -7,7 +7,9 @@ compiled code with the GIL released.  PyTorch is never imported at run time.
 from .backends import available_backends
 from .cells import GRUCell, LSTMCell, RNNCell
 from .layers import GRU, LSTM, RNN
+from .threads import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
 
-__all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "available_backends"]
+__all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "available_backends",
+           "get_num_threads", "set_num_threads"]

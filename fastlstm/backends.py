@@ -1,7 +1,8 @@
 """Choosing a kernel backend: the one place that knows which backends exist.
 
-A backend is a module in ``fastlstm.kernels`` exposing ``NAME``,
-``pack_recurrent`` and the three sequence kernels.  ``FASTLSTM_BACKEND`` forces
+A backend is a glue module exposing ``NAME``, ``pack_layer(mode, hidden_size,
+proj_size, directions)`` and ``run_layers(mode, layers, hidden_size, proj_size,
+x, h0, c0, lengths)``; its kernels live in ``fastlstm.kernels``.  ``FASTLSTM_BACKEND`` forces
 one for every layer built with ``backend="auto"``.
 """
 
@@ -10,7 +11,8 @@ import os
 
 # preference order for "auto"
 _MODULES = {
-    "numba": "fastlstm.kernels.numba_backend",
+    "cython": "fastlstm.cython_glue",
+    "numba": "fastlstm.numba_glue",
 }
 _loaded = {}
 _failed = {}

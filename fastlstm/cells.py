@@ -7,8 +7,7 @@ import numpy as np
 
 from . import _validate
 from .backends import resolve_backend
-from .engine import run_layers
-from .layout import pack_cell_params
+from .layout import cell_weights
 from .params import cell_spec, check_state_dict, init_params
 
 
@@ -31,7 +30,8 @@ class _Cell:
 
     def _set_params(self, params):
         self._params = params
-        self._layers = pack_cell_params(self._backend, self._mode, params, self.hidden_size)
+        self._layers = tuple(self._backend.pack_layer(self._mode, self.hidden_size, 0, layer)
+                             for layer in cell_weights(params, self._mode, self.hidden_size))
 
     def load_state_dict(self, state_dict):
         """Load ``weight_ih``, ``weight_hh`` (and ``bias_ih``, ``bias_hh``); strict."""
@@ -69,8 +69,8 @@ class _Cell:
                   else _validate.check_state(c0, "hx[1]", shape, batched))
             c0 = c0[None]
         lengths = np.ones(batch, np.int64)
-        _, h_n, c_n = run_layers(self._backend, self._mode, self._layers, self.hidden_size, 0,
-                                 x[None], h0[None], c0, lengths)
+        _, h_n, c_n = self._backend.run_layers(self._mode, self._layers, self.hidden_size, 0,
+                                               x[None], h0[None], c0, lengths)
         h1 = h_n[0] if batched else h_n[0, 0]
         c1 = None if c_n is None else (c_n[0] if batched else c_n[0, 0])
         return h1, c1

@@ -5,8 +5,7 @@ import numpy as np
 
 from . import _validate
 from .backends import resolve_backend
-from .engine import run_layers
-from .layout import pack_sequence_params
+from .layout import sequence_weights
 from .params import check_state_dict, direction_suffixes, init_params, sequence_spec
 
 
@@ -51,8 +50,10 @@ class _SequenceLayer:
 
     def _set_params(self, params):
         self._params = params
-        self._layers = pack_sequence_params(self._backend, self._mode, params, self.hidden_size,
-                                            self.num_layers, direction_suffixes(self.bidirectional))
+        weights = sequence_weights(params, self._mode, self.hidden_size, self.num_layers,
+                                   direction_suffixes(self.bidirectional))
+        self._layers = tuple(self._backend.pack_layer(self._mode, self.hidden_size, self.proj_size, layer)
+                             for layer in weights)
 
     def load_state_dict(self, state_dict):
         """Load PyTorch-named weights (numpy arrays or torch tensors); strict.
@@ -109,8 +110,8 @@ class _SequenceLayer:
 
     def _run(self, x, h0, c0, lengths):
         x, batched, h0, c0, lengths = self._prepare(x, h0, c0, lengths)
-        out, h_n, c_n = run_layers(self._backend, self._mode, self._layers, self.hidden_size,
-                                   self.proj_size, x, h0, c0, lengths)
+        out, h_n, c_n = self._backend.run_layers(self._mode, self._layers, self.hidden_size,
+                                                 self.proj_size, x, h0, c0, lengths)
         if not batched:
             out, h_n = out[:, 0], h_n[:, 0]
             c_n = c_n[:, 0] if c_n is not None else None

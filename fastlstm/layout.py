@@ -1,97 +1,59 @@
-"""Packing PyTorch-layout weights once, at load, into what the kernels read.
+"""What every backend's packing starts from: per layer and direction, the
+PyTorch-layout float32 weights, with the biases folded where the equations allow.
 
-Per layer: all directions' input weights side by side, transposed, so the input
-projection of every step and direction is one matrix product, with the biases
-folded in where the equations allow.  Per direction: the recurrent weights in
-the backend's layout.
+Each backend's glue (numba_glue, cython_glue) turns these into its own layout
+once, at load.
 """
-
-from dataclasses import dataclass
 
 import numpy as np
 
 from .params import GATES
 
-_EMPTY_MATRIX = np.zeros((0, 0), dtype=np.float32)
-_EMPTY_VECTOR = np.zeros((0,), dtype=np.float32)
 
+def fold_bias(mode, hidden_size, b_ih, b_hh):
+    """Input-side bias (G*H,) and GRU's b_hn (H,) (zeros elsewhere).
 
-@dataclass(frozen=True)
-class PackedDirection:
-    w_hh: np.ndarray  # backend layout of (G*H, H_out); numba: (H_out, G*H)
-    w_hr: np.ndarray  # (H, P) projection transposed, or (0, 0)
-    b_hn: np.ndarray  # (H,) GRU's recurrent new-gate bias, or (0,)
-
-
-@dataclass(frozen=True)
-class PackedLayer:
-    w_ih: np.ndarray  # (I, D*G*H) input weights of all directions, transposed
-    bias: np.ndarray  # (D*G*H,) folded biases
-    directions: tuple
-
-
-def _folded_bias(mode, hidden_size, b_ih, b_hh):
-    """Input-side bias (G*H,) and GRU's b_hn (H,); GRU's b_hn cannot be folded."""
+    LSTM/RNN: b_ih + b_hh.  GRU: b_hr and b_hz fold into the input side, but
+    b_hn stays inside the reset product r * (W_hn h + b_hn).
+    """
     gates = GATES[mode] * hidden_size
     if b_ih is None:
-        b_ih = np.zeros(gates, np.float32)
-        b_hh = np.zeros(gates, np.float32)
+        return np.zeros(gates, np.float32), np.zeros(hidden_size, np.float32)
     if mode == "GRU":
         folded = b_ih.copy()
         folded[: 2 * hidden_size] += b_hh[: 2 * hidden_size]
         return folded, np.ascontiguousarray(b_hh[2 * hidden_size:])
-    return b_ih + b_hh, _EMPTY_VECTOR
+    return b_ih + b_hh, np.zeros(hidden_size, np.float32)
 
 
-def pack_layer(backend, mode, hidden_size, weights):
-    """One layer's packed weights.
+def _direction(params, mode, hidden_size, tag):
+    bias, b_hn = fold_bias(mode, hidden_size, params.get(f"bias_ih{tag}"), params.get(f"bias_hh{tag}"))
+    return {
+        "w_ih": params[f"weight_ih{tag}"],   # (G*H, I)
+        "w_hh": params[f"weight_hh{tag}"],   # (G*H, H_out)
+        "bias": bias,                        # (G*H,)
+        "b_hn": b_hn,                        # (H,)
+        "w_hr": params.get(f"weight_hr{tag}"),  # (P, H) or None
+    }
 
-    weights: per direction a dict with ``w_ih`` (G*H, I), ``w_hh`` (G*H, H_out),
-    ``b_ih``/``b_hh`` (G*H,) or None, ``w_hr`` (P, H) or None; float32.
+
+def sequence_weights(params, mode, hidden_size, num_layers, suffixes):
+    """[[direction dict, ...] per layer] from an ``nn.LSTM``/``GRU``/``RNN`` state dict."""
+    return [[_direction(params, mode, hidden_size, f"_l{layer}{suffix}") for suffix in suffixes]
+            for layer in range(num_layers)]
+
+
+def cell_weights(params, mode, hidden_size):
+    """[[direction dict]]: an ``nn.*Cell`` state dict as a one-layer, one-direction stack."""
+    return [[_direction(params, mode, hidden_size, "")]]
+
+
+def sort_by_length(lengths):
+    """Permutation putting the longest sequences first (stable), or None when already sorted.
+
+    With rows in that order, the rows still running at step t are a prefix, for
+    the forward and the reverse direction alike.
     """
-    w_ih_columns, bias_columns, directions = [], [], []
-    for direction in weights:
-        bias, b_hn = _folded_bias(mode, hidden_size, direction["b_ih"], direction["b_hh"])
-        w_hr = direction["w_hr"]
-        w_ih_columns.append(direction["w_ih"].T)
-        bias_columns.append(bias)
-        directions.append(PackedDirection(
-            w_hh=backend.pack_recurrent(direction["w_hh"]),
-            w_hr=_EMPTY_MATRIX if w_hr is None else np.ascontiguousarray(w_hr.T),
-            b_hn=b_hn,
-        ))
-    return PackedLayer(
-        w_ih=np.ascontiguousarray(np.concatenate(w_ih_columns, axis=1), dtype=np.float32),
-        bias=np.ascontiguousarray(np.concatenate(bias_columns), dtype=np.float32),
-        directions=tuple(directions),
-    )
-
-
-def pack_sequence_params(backend, mode, params, hidden_size, num_layers, suffixes):
-    """Packed layers of an ``nn.LSTM``/``GRU``/``RNN`` state dict (validated float32)."""
-    layers = []
-    for layer in range(num_layers):
-        weights = []
-        for suffix in suffixes:
-            tag = f"l{layer}{suffix}"
-            weights.append({
-                "w_ih": params[f"weight_ih_{tag}"],
-                "w_hh": params[f"weight_hh_{tag}"],
-                "b_ih": params.get(f"bias_ih_{tag}"),
-                "b_hh": params.get(f"bias_hh_{tag}"),
-                "w_hr": params.get(f"weight_hr_{tag}"),
-            })
-        layers.append(pack_layer(backend, mode, hidden_size, weights))
-    return tuple(layers)
-
-
-def pack_cell_params(backend, mode, params, hidden_size):
-    """The single packed layer of an ``nn.LSTMCell``/``GRUCell``/``RNNCell`` state dict."""
-    weights = [{
-        "w_ih": params["weight_ih"],
-        "w_hh": params["weight_hh"],
-        "b_ih": params.get("bias_ih"),
-        "b_hh": params.get("bias_hh"),
-        "w_hr": None,
-    }]
-    return (pack_layer(backend, mode, hidden_size, weights),)
+    if np.all(lengths[:-1] >= lengths[1:]):
+        return None
+    return np.argsort(-lengths, kind="stable")

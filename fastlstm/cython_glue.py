@@ -1,0 +1,159 @@
+"""Glue of the Cython backend: the blocked layout, workspaces and dispatch.
+
+Blocked layout: hidden units in blocks of 16; a block's weights are (K, G, 16)
+contiguous (gates of each unit adjacent across the block), padded with zero
+units to a multiple of 16.  The input projection writes its output in the same
+blocked order, so the recurrent kernel reads its 16-unit gate slices with
+plain vector loads and updates h and c while the gates are in registers.
+
+Rows are sorted longest first, so at every step the running sequences are a
+prefix of the batch and the kernels simply run fewer rows.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .kernels import cython_isa
+from .layout import sort_by_length
+from .params import GATES
+from .threads import get_num_threads
+
+NAME = "cython"
+_kernels = cython_isa.load()
+ISA = _kernels.ISA
+UNITS = _kernels.UNITS_PER_BLOCK
+_MODE = {"LSTM": _kernels.LSTM, "GRU": _kernels.GRU,
+         "RNN_TANH": _kernels.RNN_TANH, "RNN_RELU": _kernels.RNN_RELU}
+_DUMMY_BLOCKS = np.zeros((1, 1, UNITS), np.float32)
+_DUMMY_MATRIX = np.zeros((1, 1), np.float32)
+
+# Threads pay off once a step reads enough weights to cover the barrier
+# (about a microsecond per step).
+_MIN_FLOPS_PER_THREAD_STEP = 2 * 64 * 1024
+
+
+@dataclass(frozen=True)
+class CythonDirection:
+    w_hh: np.ndarray  # (n_blk, H_out, G*16)
+    w_hr: np.ndarray  # (n_pblk, H, 16), or a dummy without projection
+    b_hn: np.ndarray  # (n_blk*16,)
+
+
+@dataclass(frozen=True)
+class CythonLayer:
+    w_ih: np.ndarray  # (D*n_blk, I, G*16): every direction's input weights, blocked
+    bias: np.ndarray  # (D*n_blk*G*16,)
+    directions: tuple
+
+
+def _n_blocks(units):
+    return -(-units // UNITS)
+
+
+def _blocked_rows(gates, hidden):
+    """Original row (g*H + unit) of each blocked column, -1 for padding units."""
+    n_blk = _n_blocks(hidden)
+    units = np.arange(n_blk * UNITS).reshape(n_blk, 1, UNITS)
+    rows = np.arange(gates).reshape(1, gates, 1) * hidden + units
+    return np.where(units < hidden, rows, -1).reshape(-1)
+
+
+def _gather(array, rows):
+    """array[rows] with zeros where rows == -1 (padding)."""
+    padded = np.concatenate([array, np.zeros((1,) + array.shape[1:], array.dtype)])
+    return padded[rows]
+
+
+def _blocks(weight, gates, hidden):
+    """(G*H, K) -> (n_blk, K, G*16) float32 C-contiguous."""
+    n_blk = _n_blocks(hidden)
+    rows = _gather(weight, _blocked_rows(gates, hidden))  # (n_blk*G*16, K)
+    blocked = rows.reshape(n_blk, gates * UNITS, weight.shape[1]).transpose(0, 2, 1)
+    return np.ascontiguousarray(blocked, dtype=np.float32)
+
+
+def pack_layer(mode, hidden_size, proj_size, directions):
+    """One layer from ``layout`` direction dicts."""
+    gates = GATES[mode]
+    rows = _blocked_rows(gates, hidden_size)
+    packed = []
+    for d in directions:
+        packed.append(CythonDirection(
+            w_hh=_blocks(d["w_hh"], gates, hidden_size),
+            w_hr=_DUMMY_BLOCKS if d["w_hr"] is None else _blocks(d["w_hr"], 1, d["w_hr"].shape[0]),
+            b_hn=np.ascontiguousarray(_gather(d["b_hn"], _blocked_rows(1, hidden_size)), np.float32),
+        ))
+    return CythonLayer(
+        w_ih=np.ascontiguousarray(np.concatenate([_blocks(d["w_ih"], gates, hidden_size)
+                                                  for d in directions]), dtype=np.float32),
+        bias=np.ascontiguousarray(np.concatenate([_gather(d["bias"], rows) for d in directions]),
+                                  dtype=np.float32),
+        directions=tuple(packed),
+    )
+
+
+def _threads_for(flops_per_step, n_blocks):
+    wanted = min(get_num_threads(), n_blocks, max(1, flops_per_step // _MIN_FLOPS_PER_THREAD_STEP))
+    return int(max(1, wanted)) if _kernels.openmp_enabled() else 1
+
+
+def run_layers(mode, layers, hidden_size, proj_size, x, h0, c0, lengths):
+    """Run packed layers over a validated sequence.
+
+    x       (T, B, I) float32 C-contiguous
+    h0      (L*D, B, H_out) float32 C-contiguous; c0 (L*D, B, H) for LSTM, else None
+    lengths (B,) int64 in [1, T]
+    returns out (T, B, D*H_out), h_n (L*D, B, H_out), c_n (L*D, B, H) or None
+    """
+    n_steps, batch = x.shape[0], x.shape[1]
+    order = sort_by_length(lengths)
+    if order is not None:
+        x = np.ascontiguousarray(x[:, order])
+        h0 = np.ascontiguousarray(h0[:, order])
+        c0 = np.ascontiguousarray(c0[:, order]) if c0 is not None else None
+        lengths = lengths[order]
+    if lengths[-1] == n_steps:
+        n_active = np.full(n_steps, batch, np.int64)
+    else:  # lengths sorted descending: rows with length > t are a prefix
+        n_active = np.searchsorted(-lengths, -np.arange(n_steps), side="left").astype(np.int64)
+    gates = GATES[mode]
+    kernel_mode = _MODE[mode]
+    n_dirs = len(layers[0].directions)
+    n_blk = _n_blocks(hidden_size)
+    hidden_out = proj_size or hidden_size
+    width = gates * UNITS
+    h_state = np.zeros((2, batch, _n_blocks(hidden_out) * UNITS), np.float32)
+    c_state = np.zeros((batch, n_blk * UNITS), np.float32) if c0 is not None else _DUMMY_MATRIX
+    h_full = np.zeros((batch, n_blk * UNITS), np.float32) if proj_size else _DUMMY_MATRIX
+    xproj = np.empty((n_steps * batch, n_dirs * n_blk * width), np.float32)
+    h_n = np.empty_like(h0)
+    c_n = np.empty_like(c0) if c0 is not None else None
+    step_flops = 2 * batch * hidden_out * n_blk * width
+    threads = _threads_for(step_flops, n_blk)
+    layer_input = x
+    for index, layer in enumerate(layers):
+        rows = layer_input.reshape(n_steps * batch, -1)
+        _kernels.project(gates, layer.w_ih, layer.bias, rows, xproj,
+                         _threads_for(step_flops * n_steps, n_steps * batch))
+        xproj3 = xproj.reshape(n_steps, batch, -1)
+        out = np.empty((n_steps, batch, n_dirs * hidden_out), np.float32)
+        for d, direction in enumerate(layer.directions):
+            state = index * n_dirs + d
+            h_state[0, :, :hidden_out] = h0[state]
+            if c0 is not None:
+                c_state[:, :hidden_size] = c0[state]
+            final = _kernels.run_sequence(
+                kernel_mode, xproj3, d * n_blk * width, direction.w_hh, bool(proj_size),
+                direction.w_hr, direction.b_hn, h_state, c_state, h_full, n_active, d == 1,
+                out, d * hidden_out, hidden_out, threads)
+            h_n[state] = h_state[final, :, :hidden_out]
+            if c0 is not None:
+                c_n[state] = c_state[:, :hidden_size]
+        layer_input = out
+    if order is not None:
+        inverse = np.argsort(order)
+        layer_input = np.ascontiguousarray(layer_input[:, inverse])
+        h_n = np.ascontiguousarray(h_n[:, inverse])
+        c_n = np.ascontiguousarray(c_n[:, inverse]) if c_n is not None else None
+    return layer_input, h_n, c_n

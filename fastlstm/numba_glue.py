@@ -1,0 +1,93 @@
+"""Glue of the Numba backend: packing into the Numba kernels' layout and
+calling them layer by layer.
+
+Layout: per layer, input weights of all directions transposed side by side
+(I, D*G*H), so one matrix product projects every step and direction; per
+direction, recurrent weights transposed (H_out, G*H) for the kernels' axpy loop.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .kernels.numba_gru import gru_sequence
+from .kernels.numba_lstm import lstm_sequence
+from .kernels.numba_rnn import rnn_sequence
+from .params import GATES
+
+NAME = "numba"
+_EMPTY_MATRIX = np.zeros((0, 0), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class NumbaDirection:
+    w_hh: np.ndarray  # (H_out, G*H)
+    w_hr: np.ndarray  # (H, P), or (0, 0)
+    b_hn: np.ndarray  # (H,)
+
+
+@dataclass(frozen=True)
+class NumbaLayer:
+    w_ih: np.ndarray  # (I, D*G*H)
+    bias: np.ndarray  # (D*G*H,)
+    directions: tuple
+
+
+def _transposed(weight):
+    return np.ascontiguousarray(weight.T, dtype=np.float32)
+
+
+def pack_layer(mode, hidden_size, proj_size, directions):
+    """One layer from ``layout`` direction dicts."""
+    return NumbaLayer(
+        w_ih=_transposed(np.concatenate([d["w_ih"] for d in directions], axis=0)),
+        bias=np.ascontiguousarray(np.concatenate([d["bias"] for d in directions]), dtype=np.float32),
+        directions=tuple(NumbaDirection(
+            w_hh=_transposed(d["w_hh"]),
+            w_hr=_EMPTY_MATRIX if d["w_hr"] is None else _transposed(d["w_hr"]),
+            b_hn=np.ascontiguousarray(d["b_hn"], dtype=np.float32),
+        ) for d in directions),
+    )
+
+
+def run_layers(mode, layers, hidden_size, proj_size, x, h0, c0, lengths):
+    """Run packed layers over a validated sequence.
+
+    x       (T, B, I) float32 C-contiguous
+    h0      (L*D, B, H_out) float32 C-contiguous; c0 (L*D, B, H) for LSTM, else None
+    lengths (B,) int64 in [1, T]
+    returns out (T, B, D*H_out), h_n (L*D, B, H_out), c_n (L*D, B, H) or None
+    """
+    n_steps, batch = x.shape[0], x.shape[1]
+    n_dirs = len(layers[0].directions)
+    gate_width = GATES[mode] * hidden_size
+    hidden_out = proj_size or hidden_size
+    h_n = np.empty_like(h0)
+    c_n = np.empty_like(c0) if c0 is not None else None
+    gates = np.empty((batch, gate_width), np.float32)
+    if proj_size:
+        h_full = np.empty((batch, hidden_size), np.float32)
+        h_proj = np.empty((batch, proj_size), np.float32)
+    else:
+        h_full = h_proj = _EMPTY_MATRIX
+    layer_input = x
+    for index, layer in enumerate(layers):
+        xproj = np.matmul(layer_input.reshape(n_steps * batch, -1), layer.w_ih)
+        xproj += layer.bias
+        xproj = xproj.reshape(n_steps, batch, n_dirs * gate_width)
+        out = np.empty((n_steps, batch, n_dirs * hidden_out), np.float32)
+        for d, direction in enumerate(layer.directions):
+            state = index * n_dirs + d
+            xcol, out_col, reverse = d * gate_width, d * hidden_out, d == 1
+            if mode == "LSTM":
+                lstm_sequence(xproj, xcol, direction.w_hh, direction.w_hr, h0[state], c0[state],
+                              lengths, reverse, out, out_col, h_n[state], c_n[state],
+                              gates, h_full, h_proj)
+            elif mode == "GRU":
+                gru_sequence(xproj, xcol, direction.w_hh, direction.b_hn, h0[state], lengths,
+                             reverse, out, out_col, h_n[state], gates)
+            else:
+                rnn_sequence(xproj, xcol, direction.w_hh, mode == "RNN_RELU", h0[state], lengths,
+                             reverse, out, out_col, h_n[state], gates)
+        layer_input = out
+    return layer_input, h_n, c_n

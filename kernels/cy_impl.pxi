@@ -1,0 +1,261 @@
+# The Cython backend's sequence and projection kernels.  Included by
+# _cy_avx512.pyx, _cy_avx2.pyx and _cy_generic.pyx, which are this same code
+# compiled with different instruction-set flags (see setup.py).
+#
+# Three layers, as in the rest of fastlstm:
+#   fastlstm_simd.h  pure C block micro-kernels (one block of 16 units, a few rows)
+#   this file        nogil loops over steps, blocks and threads, writing into
+#                    caller-owned buffers; no allocation, no validation
+#   fastlstm/cython_glue.py  packing, workspaces, validation-free dispatch
+
+from cython.parallel cimport parallel
+from libc.string cimport memcpy, memset
+
+cdef extern from "fastlstm_simd.h" nogil:
+    enum:
+        FL_U
+        FL_LSTM
+        FL_GRU
+        FL_RNN_TANH
+        FL_RNN_RELU
+        FL_PROJ
+    ctypedef struct fl_block_args:
+        const float *w
+        long K
+        const float *h
+        long ldh
+        const float *x
+        long ldx
+        float *c
+        long ldc
+        float *h_out
+        long ldo
+        const float *h_self
+        const float *b_hn
+    void fl_block(int mode, long n_rows, const fl_block_args *args)
+    void fl_project_rows(int G, const float *w_blocks, long n_blocks, long K, const float *bias,
+                         const float *x, long ldx, float *out, long ldo, long row0, long row1)
+    unsigned fl_ftz_enter()
+    void fl_ftz_exit(unsigned old)
+    void fl_barrier()
+    int fl_num_threads()
+    int fl_thread_id()
+    int fl_openmp_enabled()
+    int fl_cpu_supports_avx512()
+    int fl_cpu_supports_avx2()
+
+LSTM = FL_LSTM
+GRU = FL_GRU
+RNN_TANH = FL_RNN_TANH
+RNN_RELU = FL_RNN_RELU
+UNITS_PER_BLOCK = FL_U
+
+
+def openmp_enabled():
+    """True when this module was built with OpenMP (threads available)."""
+    return bool(fl_openmp_enabled())
+
+
+def cpu_supports_avx512():
+    return bool(fl_cpu_supports_avx512())
+
+
+def cpu_supports_avx2():
+    return bool(fl_cpu_supports_avx2())
+
+
+ctypedef struct SeqArgs:
+    int mode
+    bint reverse
+    bint has_proj
+    long n_steps
+    long batch
+    const float *xproj      # (T, B, ldx)
+    long ldx
+    long xcol
+    const float *w_hh       # (n_blk, K, width)
+    long n_blk
+    long K
+    long width
+    const float *w_hr       # (n_pblk, hidden, FL_U)
+    long n_pblk
+    long hidden
+    const float *b_hn       # (n_blk * FL_U,)
+    float *h_state          # (2, B, ld_state)
+    long ld_state
+    float *c_state          # (B, ldc)
+    long ldc
+    float *h_full           # (B, ld_full)
+    long ld_full
+    const long *n_active    # (T,)
+    float *out              # (T, B, ldy)
+    long ldy
+    long out_col
+    long hidden_out
+
+
+cdef inline void _share(long n, int parts, int part, long *lo, long *hi) noexcept nogil:
+    lo[0] = n * part // parts
+    hi[0] = n * (part + 1) // parts
+
+
+cdef void _sequence_thread(const SeqArgs *s) noexcept nogil:
+    cdef int n_threads = fl_num_threads()
+    cdef int tid = fl_thread_id()
+    cdef long b0, b1, p0, p1, u0, u1, step, t, n_act, blk, i
+    cdef float *h_cur
+    cdef float *h_nxt
+    cdef float *y
+    cdef fl_block_args a
+    cdef unsigned csr = fl_ftz_enter()
+    _share(s.n_blk, n_threads, tid, &b0, &b1)
+    _share(s.n_pblk, n_threads, tid, &p0, &p1)
+    # the state units this thread owns: its blocks, or its projection blocks
+    if s.has_proj:
+        u0 = p0 * FL_U
+        u1 = p1 * FL_U
+    else:
+        u0 = b0 * FL_U
+        u1 = b1 * FL_U
+    if u1 > s.hidden_out:
+        u1 = s.hidden_out
+    if u0 > u1:
+        u0 = u1
+    memset(&a, 0, sizeof(a))
+    for step in range(s.n_steps):
+        t = s.n_steps - 1 - step if s.reverse else step
+        n_act = s.n_active[t]
+        h_cur = s.h_state + (step % 2) * s.batch * s.ld_state
+        h_nxt = s.h_state + ((step + 1) % 2) * s.batch * s.ld_state
+        for blk in range(b0, b1):
+            a.w = s.w_hh + blk * s.K * s.width
+            a.K = s.K
+            a.h = h_cur
+            a.ldh = s.ld_state
+            a.x = s.xproj + t * s.batch * s.ldx + s.xcol + blk * s.width
+            a.ldx = s.ldx
+            a.c = s.c_state + blk * FL_U
+            a.ldc = s.ldc
+            if s.has_proj:
+                a.h_out = s.h_full + blk * FL_U
+                a.ldo = s.ld_full
+            else:
+                a.h_out = h_nxt + blk * FL_U
+                a.ldo = s.ld_state
+            a.h_self = h_cur + blk * FL_U
+            a.b_hn = s.b_hn + blk * FL_U
+            fl_block(s.mode, n_act, &a)
+        if s.has_proj:
+            fl_barrier()  # h_full complete before any thread projects it
+            for blk in range(p0, p1):
+                a.w = s.w_hr + blk * s.hidden * FL_U
+                a.K = s.hidden
+                a.h = s.h_full
+                a.ldh = s.ld_full
+                a.h_out = h_nxt + blk * FL_U
+                a.ldo = s.ld_state
+                fl_block(FL_PROJ, n_act, &a)
+        if u1 > u0:
+            for i in range(s.batch):
+                y = s.out + (t * s.batch + i) * s.ldy + s.out_col + u0
+                if i < n_act:
+                    memcpy(y, h_nxt + i * s.ld_state + u0, (u1 - u0) * sizeof(float))
+                else:  # finished sequence: state carried, output zero
+                    memcpy(h_nxt + i * s.ld_state + u0, h_cur + i * s.ld_state + u0,
+                           (u1 - u0) * sizeof(float))
+                    memset(y, 0, (u1 - u0) * sizeof(float))
+        fl_barrier()  # h_nxt complete before the next step reads it
+    fl_ftz_exit(csr)
+
+
+def run_sequence(int mode, const float[:, :, ::1] xproj, long xcol,
+                 const float[:, :, ::1] w_hh, bint has_proj, const float[:, :, ::1] w_hr,
+                 const float[::1] b_hn, float[:, :, ::1] h_state, float[:, ::1] c_state,
+                 float[:, ::1] h_full, const long[::1] n_active, bint reverse,
+                 float[:, :, ::1] out, long out_col, long hidden_out, int n_threads):
+    """Run one direction of one layer over all steps; returns the index of
+    ``h_state`` that holds the final state.
+
+    xproj    (T, B, X) float32 IN     input projection, blocked layout; this
+                                      direction's columns start at ``xcol``
+    w_hh     (n_blk, K, G*16) IN      recurrent weights, blocked (K = H_out)
+    w_hr     (n_pblk, H, 16) IN       projection, blocked (used when has_proj)
+    b_hn     (n_blk*16,) IN           GRU recurrent new-gate bias, padded
+    h_state  (2, B, ld) IN/OUT        [0] holds h0 (padded); ping-pong buffers
+    c_state  (B, n_blk*16) IN/OUT     LSTM cell state, padded
+    h_full   (B, n_blk*16)            scratch for the unprojected h
+    n_active (T,) int64 IN            rows active at step t (rows sorted by length,
+                                      longest first)
+    out      (T, B, Y) float32 OUT    columns out_col:out_col+hidden_out
+    All arrays non-empty, shapes consistent (checked by the caller).
+    """
+    cdef SeqArgs s
+    s.mode = mode
+    s.reverse = reverse
+    s.has_proj = has_proj
+    s.n_steps = xproj.shape[0]
+    s.batch = xproj.shape[1]
+    s.xproj = &xproj[0, 0, 0]
+    s.ldx = xproj.shape[2]
+    s.xcol = xcol
+    s.w_hh = &w_hh[0, 0, 0]
+    s.n_blk = w_hh.shape[0]
+    s.K = w_hh.shape[1]
+    s.width = w_hh.shape[2]
+    s.w_hr = &w_hr[0, 0, 0]
+    s.n_pblk = w_hr.shape[0] if has_proj else 0
+    s.hidden = w_hr.shape[1]
+    s.b_hn = &b_hn[0]
+    s.h_state = &h_state[0, 0, 0]
+    s.ld_state = h_state.shape[2]
+    s.c_state = &c_state[0, 0]
+    s.ldc = c_state.shape[1]
+    s.h_full = &h_full[0, 0]
+    s.ld_full = h_full.shape[1]
+    s.n_active = &n_active[0]
+    s.out = &out[0, 0, 0]
+    s.ldy = out.shape[2]
+    s.out_col = out_col
+    s.hidden_out = hidden_out
+    if n_threads <= 1:
+        with nogil:
+            _sequence_thread(&s)
+    else:
+        with nogil, parallel(num_threads=n_threads):
+            _sequence_thread(&s)
+    return s.n_steps % 2
+
+
+cdef void _project_thread(int G, const float *w, long n_blocks, long K, const float *bias,
+                          const float *x, long ldx, float *out, long ldo, long n_rows) noexcept nogil:
+    cdef long lo, hi
+    cdef unsigned csr = fl_ftz_enter()
+    # split rows in whole tiles of 4 so no tile straddles two threads
+    _share((n_rows + 3) // 4, fl_num_threads(), fl_thread_id(), &lo, &hi)
+    lo *= 4
+    hi *= 4
+    if hi > n_rows:
+        hi = n_rows
+    if hi > lo:
+        fl_project_rows(G, w, n_blocks, K, bias, x, ldx, out, ldo, lo, hi)
+    fl_ftz_exit(csr)
+
+
+def project(int gates, const float[:, :, ::1] w_blocks, const float[::1] bias,
+            const float[:, ::1] x, float[:, ::1] out, int n_threads):
+    """out (N, n_blocks*G*16) = x (N, K) @ blocked weights + bias.
+
+    w_blocks (n_blocks, K, G*16) float32 IN; bias (n_blocks*G*16,) IN; out OUT.
+    """
+    cdef long n_rows = x.shape[0]
+    cdef const float *w = &w_blocks[0, 0, 0]
+    cdef const float *b = &bias[0]
+    cdef const float *xp = &x[0, 0]
+    cdef float *op = &out[0, 0]
+    cdef long n_blocks = w_blocks.shape[0], K = w_blocks.shape[1], ldx = x.shape[1], ldo = out.shape[1]
+    if n_threads <= 1:
+        with nogil:
+            _project_thread(gates, w, n_blocks, K, b, xp, ldx, op, ldo, n_rows)
+    else:
+        with nogil, parallel(num_threads=n_threads):
+            _project_thread(gates, w, n_blocks, K, b, xp, ldx, op, ldo, n_rows)

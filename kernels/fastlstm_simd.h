@@ -1,0 +1,300 @@
+/* Block micro-kernels of the Cython backend.
+ *
+ * One source for every instruction set: GCC vector extensions of 16 floats.
+ * Built with -mavx512f each vector is one zmm register; with -mavx2 two ymm;
+ * with the x86-64 baseline four xmm.  The extension modules _cy_avx512,
+ * _cy_avx2 and _cy_generic include this file under different flags, and the
+ * Python side imports the best one the CPU supports.
+ *
+ * Packed layout (see fastlstm/cython_glue.py): hidden units are grouped in
+ * blocks of FL_U = 16; a block's weights are (K, G, 16) contiguous, so one pass
+ * over K computes every gate of 16 units into G vector accumulators per row,
+ * and the pointwise update runs while they are still in registers.
+ *
+ * Every function works on caller-owned memory and never allocates.
+ */
+#ifndef FASTLSTM_SIMD_H
+#define FASTLSTM_SIMD_H
+
+#include <stdint.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__SSE__)
+#include <xmmintrin.h>
+#endif
+
+#define FL_U 16
+#define FL_MAX_ROWS 4
+
+typedef float v16 __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+
+#define FL_INLINE static inline __attribute__((always_inline))
+
+enum { FL_LSTM = 0, FL_GRU = 1, FL_RNN_TANH = 2, FL_RNN_RELU = 3, FL_PROJ = 4 };
+
+FL_INLINE v16 v_load(const float *p) { v16 v; memcpy(&v, p, sizeof v); return v; }
+FL_INLINE void v_store(float *p, v16 v) { memcpy(p, &v, sizeof v); }
+FL_INLINE v16 v_splat(float x) { return (v16){0} + x; }
+FL_INLINE v16 v_select(v16i mask, v16 a, v16 b)  /* mask ? a : b, lane-wise */
+{
+    return (v16)(((v16i)a & mask) | ((v16i)b & ~mask));
+}
+
+/* exp(x): 2^n * p(r), r = x - n ln2 in [-ln2/2, ln2/2], p the degree-6 Taylor
+ * polynomial (relative error < 2e-7).  Inputs are clamped so 2^n stays a normal
+ * number; NaN passes through the clamps and the polynomial as NaN. */
+FL_INLINE v16 v_exp(v16 x)
+{
+    const v16 hi = v_splat(88.3f), lo = v_splat(-87.3f);
+    x = v_select(x > hi, hi, x);
+    x = v_select(x < lo, lo, x);
+    const v16 shifter = v_splat(12582912.0f); /* 1.5 * 2^23: rounds to nearest */
+    v16 t = x * 1.44269504088896341f + shifter;
+    v16i n = (v16i)t - 0x4B400000;
+    v16 fn = t - shifter;
+    v16 r = x - fn * 0.693359375f;
+    r = r - fn * -2.12194440e-4f;
+    v16 p = v_splat(1.0f / 720.0f);
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    v16 scale = (v16)((n + 127) << 23);
+    return p * scale;
+}
+
+FL_INLINE v16 v_sigmoid(v16 x) { return 1.0f / (1.0f + v_exp(-x)); }
+FL_INLINE v16 v_tanh(v16 x) { return 2.0f / (1.0f + v_exp(-2.0f * x)) - 1.0f; }
+FL_INLINE v16 v_relu(v16 x) { return v_select(x > 0.0f, x, v_splat(0.0f)); }
+
+/* acc[r][g] = sum_k h[r*ldh + k] * w[(k*G + g)*16 ...]  for R rows, G gate vectors.
+ * w: (K, G, 16) one block; h: R rows of K values, stride ldh.
+ * With one row the FMA chains are split over even and odd k to hide latency. */
+FL_INLINE void fl_tile(const int G, const int R, const float *restrict w,
+                       const float *restrict h, long ldh, long K, v16 acc[FL_MAX_ROWS][4])
+{
+    v16 a[FL_MAX_ROWS][4], b[4];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int g = 0; g < G; g++) a[r][g] = v_splat(0.0f);
+#pragma GCC unroll 4
+    for (int g = 0; g < G; g++) b[g] = v_splat(0.0f);
+    long k = 0;
+    if (R == 1) {
+        for (; k + 1 < K; k += 2) {
+            const float *w0 = w + k * G * FL_U, *w1 = w0 + G * FL_U;
+            const float h0 = h[k], h1 = h[k + 1];
+#pragma GCC unroll 4
+            for (int g = 0; g < G; g++) {
+                a[0][g] += h0 * v_load(w0 + g * FL_U);
+                b[g] += h1 * v_load(w1 + g * FL_U);
+            }
+        }
+    }
+    for (; k < K; k++) {
+        const float *wk = w + k * G * FL_U;
+        v16 wv[4];
+#pragma GCC unroll 4
+        for (int g = 0; g < G; g++) wv[g] = v_load(wk + g * FL_U);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            const float hr = h[r * ldh + k];
+#pragma GCC unroll 4
+            for (int g = 0; g < G; g++) a[r][g] += hr * wv[g];
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int g = 0; g < G; g++) acc[r][g] = a[r][g] + (r == 0 ? b[g] : v_splat(0.0f));
+}
+
+/* Per-block arguments of one step.  Row r of each operand is at base + r * ld. */
+typedef struct {
+    const float *w;      /* (K, G, 16) this block's recurrent (or projection) weights */
+    long K;
+    const float *h;      /* (R, ldh) previous state rows (or h_full rows for FL_PROJ) */
+    long ldh;
+    const float *x;      /* (R, ldx) input projection at this block's (G, 16) columns */
+    long ldx;
+    float *c;            /* (R, ldc) LSTM cell state at this block's units */
+    long ldc;
+    float *h_out;        /* (R, ldo) new state at this block's units */
+    long ldo;
+    const float *h_self; /* (R, ldh) previous state at this block's units (GRU) */
+    const float *b_hn;   /* (16,) GRU recurrent new-gate bias of this block */
+} fl_block_args;
+
+FL_INLINE void fl_block_rows(const int mode, const int R, const fl_block_args *a)
+{
+    v16 acc[FL_MAX_ROWS][4];
+    switch (mode) {
+    case FL_LSTM:
+        fl_tile(4, R, a->w, a->h, a->ldh, a->K, acc);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            const float *x = a->x + r * a->ldx;
+            float *c = a->c + r * a->ldc;
+            v16 gi = v_sigmoid(acc[r][0] + v_load(x));
+            v16 gf = v_sigmoid(acc[r][1] + v_load(x + FL_U));
+            v16 gg = v_tanh(acc[r][2] + v_load(x + 2 * FL_U));
+            v16 go = v_sigmoid(acc[r][3] + v_load(x + 3 * FL_U));
+            v16 cn = gf * v_load(c) + gi * gg;
+            v_store(c, cn);
+            v_store(a->h_out + r * a->ldo, go * v_tanh(cn));
+        }
+        break;
+    case FL_GRU:
+        fl_tile(3, R, a->w, a->h, a->ldh, a->K, acc);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            const float *x = a->x + r * a->ldx;
+            v16 gr = v_sigmoid(acc[r][0] + v_load(x));
+            v16 gz = v_sigmoid(acc[r][1] + v_load(x + FL_U));
+            v16 gn = v_tanh(v_load(x + 2 * FL_U) + gr * (acc[r][2] + v_load(a->b_hn)));
+            v16 hp = v_load(a->h_self + r * a->ldh);
+            v_store(a->h_out + r * a->ldo, gn + gz * (hp - gn));
+        }
+        break;
+    case FL_RNN_TANH:
+    case FL_RNN_RELU:
+        fl_tile(1, R, a->w, a->h, a->ldh, a->K, acc);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            v16 pre = acc[r][0] + v_load(a->x + r * a->ldx);
+            v_store(a->h_out + r * a->ldo, mode == FL_RNN_RELU ? v_relu(pre) : v_tanh(pre));
+        }
+        break;
+    case FL_PROJ:
+        fl_tile(1, R, a->w, a->h, a->ldh, a->K, acc);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) v_store(a->h_out + r * a->ldo, acc[r][0]);
+        break;
+    }
+}
+
+/* One block, n_rows rows (any count), in tiles of FL_MAX_ROWS. */
+static void fl_block(int mode, long n_rows, const fl_block_args *args)
+{
+    fl_block_args a = *args;
+    long r = 0;
+    for (; r + FL_MAX_ROWS <= n_rows; r += FL_MAX_ROWS) {
+        fl_block_rows(mode, FL_MAX_ROWS, &a);
+        a.h += FL_MAX_ROWS * a.ldh; a.x += FL_MAX_ROWS * a.ldx; a.c += FL_MAX_ROWS * a.ldc;
+        a.h_out += FL_MAX_ROWS * a.ldo; a.h_self += FL_MAX_ROWS * a.ldh;
+    }
+    switch (n_rows - r) {
+    case 3: fl_block_rows(mode, 3, &a); break;
+    case 2: fl_block_rows(mode, 2, &a); break;
+    case 1: fl_block_rows(mode, 1, &a); break;
+    default: break;
+    }
+}
+
+/* out (N, ldo) = x (N, ldx) @ w_blocks + bias: the input projection.
+ * w_blocks: n_blocks blocks of (K, G, 16); bias (n_blocks * G * 16,).
+ * Rows [row0, row1) only, so threads can split the rows. */
+static void fl_project_rows(int G, const float *w_blocks, long n_blocks, long K, const float *bias,
+                            const float *x, long ldx, float *out, long ldo, long row0, long row1)
+{
+    v16 acc[FL_MAX_ROWS][4];
+    const long width = (long)G * FL_U;
+    for (long r0 = row0; r0 < row1; r0 += FL_MAX_ROWS) {
+        const long R = row1 - r0 < FL_MAX_ROWS ? row1 - r0 : FL_MAX_ROWS;
+        for (long blk = 0; blk < n_blocks; blk++) {
+            const float *w = w_blocks + blk * K * width;
+            const float *xr = x + r0 * ldx;
+            switch (G * 8 + (int)R) {
+#define FL_PROJ_CASE(GG, RR) case GG * 8 + RR: fl_tile(GG, RR, w, xr, ldx, K, acc); break;
+            FL_PROJ_CASE(4, 4) FL_PROJ_CASE(4, 3) FL_PROJ_CASE(4, 2) FL_PROJ_CASE(4, 1)
+            FL_PROJ_CASE(3, 4) FL_PROJ_CASE(3, 3) FL_PROJ_CASE(3, 2) FL_PROJ_CASE(3, 1)
+            FL_PROJ_CASE(1, 4) FL_PROJ_CASE(1, 3) FL_PROJ_CASE(1, 2) FL_PROJ_CASE(1, 1)
+#undef FL_PROJ_CASE
+            default: break;
+            }
+            for (long r = 0; r < R; r++)
+                for (int g = 0; g < G; g++) {
+                    const long col = blk * width + g * FL_U;
+                    v_store(out + (r0 + r) * ldo + col, acc[r][g] + v_load(bias + col));
+                }
+        }
+    }
+}
+
+/* Flush denormals to zero (and treat denormal inputs as zero) while a kernel runs:
+ * denormal arithmetic is many times slower.  Returns the previous control word. */
+static inline unsigned fl_ftz_enter(void)
+{
+#if defined(__SSE__)
+    unsigned old = _mm_getcsr();
+    _mm_setcsr(old | 0x8040);
+    return old;
+#else
+    return 0;
+#endif
+}
+
+static inline void fl_ftz_exit(unsigned old)
+{
+#if defined(__SSE__)
+    _mm_setcsr(old);
+#else
+    (void)old;
+#endif
+}
+
+static inline void fl_barrier(void)
+{
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+}
+
+static inline int fl_num_threads(void)
+{
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+static inline int fl_thread_id(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+static inline int fl_openmp_enabled(void)
+{
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+static inline int fl_cpu_supports_avx512(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+        && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")
+        && __builtin_cpu_supports("fma");
+}
+
+static inline int fl_cpu_supports_avx2(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+#endif
