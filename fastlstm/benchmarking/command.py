@@ -1,0 +1,233 @@
+"""``fastlstm bench``: time fastlstm side by side with its peers.
+
+With no option it times the default model (LSTM 256/256, batch 1, 100 steps,
+seeded weights) on one thread with every fastlstm backend and, when PyTorch is
+installed, ``torch.nn.LSTM`` on the same weights: ms per sequence and per step,
+the speed ratio and the max abs difference.  With any option it runs the config
+table (``--configs``, default all) and prints a markdown table with roofs.
+"""
+
+import platform
+import sys
+import time
+
+import fastlstm
+
+from . import configs as config_registry
+from . import engines as engine_module
+from . import peers as peer_registry
+from . import report
+from . import roof as roof_module
+
+TABLE_OPTIONS = ("configs", "threads", "peers", "backends", "json", "plot", "repeat", "quick")
+
+
+def add_arguments(parser):
+    names = ",".join(config_registry.CONFIGS)
+    parser.add_argument("--configs", metavar="A,B|all",
+                        help=f"configs to run (default with any option: all): {names}")
+    parser.add_argument("--threads", metavar="N,M",
+                        help="thread counts, applied to every engine (default 1)")
+    parser.add_argument("--peers", metavar="P,Q",
+                        help=f"peers to compare with (default torch): {','.join(peer_registry.PEERS)} "
+                             "or none; openvino-bf16 is not fp32 and is reported apart")
+    parser.add_argument("--backends", metavar="B,C",
+                        help="fastlstm backends (default: every available one)")
+    parser.add_argument("--json", metavar="PATH", help="write every result and roof to PATH")
+    parser.add_argument("--plot", metavar="PATH", help="write a log-scale plot (needs matplotlib)")
+    parser.add_argument("--repeat", type=int, metavar="N",
+                        help="timed calls per engine (default: adaptive, a fixed time budget)")
+    parser.add_argument("--quick", action="store_true",
+                        help="few repeats and a smaller GEMM for the roof: checks the harness, "
+                             "figures are rough")
+
+
+def run(args):
+    table_mode = any(getattr(args, name) not in (None, False) for name in TABLE_OPTIONS)
+    try:
+        settings = _settings(args, table_mode)
+    except ValueError as error:
+        print(f"fastlstm bench: {error}", file=sys.stderr)
+        return 2
+    if table_mode:
+        return _run_table(args, **settings)
+    return _run_default(**settings)
+
+
+def _settings(args, table_mode):
+    if args.repeat is not None and args.repeat < 1:
+        raise ValueError(f"--repeat: expected a positive integer, got {args.repeat}")
+    threads = _parse_threads(args.threads)
+    spec = args.configs if args.configs is not None else ("all" if table_mode else None)
+    return dict(configs=config_registry.select(spec), threads=threads,
+                peers=peer_registry.parse(args.peers if args.peers is not None else "torch"),
+                backends=engine_module.parse_backends(args.backends))
+
+
+def _parse_threads(spec):
+    if spec is None:
+        return [1]
+    try:
+        values = [int(part) for part in spec.split(",") if part.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise ValueError(f"--threads: expected a comma list of positive integers, got {spec!r}")
+    return list(dict.fromkeys(values))
+
+
+def _engines(backends, peers):
+    fast, skipped = engine_module.fastlstm_engines(backends)
+    others, skipped_peers = engine_module.peer_engines(peers)
+    skipped.update(skipped_peers)
+    return fast + others, skipped
+
+
+# -- the main job: the default model ------------------------------------------------------------
+
+def _run_default(configs, threads, peers, backends):
+    config, n_threads = configs[0], threads[0]
+    engines, skipped = _engines(backends, peers)
+    print(f"fastlstm bench: default model {config.name}: {config.describe()}, "
+          f"seed {config_registry.SEED}, {n_threads} thread(s)")
+    case = engine_module.Case(config)
+    records = []
+    try:
+        for engine in engines:
+            record = engine_module.bench_cell(engine, case, n_threads)
+            records.append(record)
+            print(_default_line(record))
+    finally:
+        case.close()
+    for name, reason in skipped.items():
+        print(f"{name}: skipped ({reason})")
+    timed = {r["engine"]: r for r in records if "median_ms" in r}
+    torch_record = timed.get("torch")
+    for record in timed.values():
+        if record["kind"] != "fastlstm":
+            continue
+        if not record["threads_applied"]:
+            print(f"{record['engine']}: note: fastlstm.set_num_threads is missing, "
+                  "it ran with its default threads")
+        if torch_record is not None:
+            ratio = torch_record["median_ms"] / record["median_ms"]
+            verdict = "faster" if ratio >= 1 else "slower"
+            shown = ratio if ratio >= 1 else 1 / ratio
+            print(f"{record['engine']} is {shown:.2f}x {verdict} than torch "
+                  f"(torch/fastlstm = {ratio:.2f}); max abs diff {record['max_abs_diff']:.2e}"
+                  + (" (FLAGGED: above 1e-4)" if record["flagged"] else ""))
+    return 1 if any("error" in r or r.get("flagged") for r in records) else 0
+
+
+def _default_line(record):
+    name = f"{record['engine']:<16}"
+    if "error" in record:
+        return f"{name} error: {record['error']}"
+    if "skipped" in record:
+        return f"{name} skipped: {record['skipped']}"
+    return (f"{name} {record['median_ms']:8.3f} ms/sequence  "
+            f"{record['ms_per_step'] * 1e3:8.2f} us/step  (min {record['min_ms']:.3f} ms, "
+            f"{record['repeats']} runs, {record['gflops']:.1f} GFLOP/s)")
+
+
+# -- the config table ----------------------------------------------------------------------------
+
+def _run_table(args, configs, threads, peers, backends):
+    engines, skipped = _engines(backends, peers)
+    started = time.time()
+    progress = _Progress(len(configs) * len(threads) * (len(engines) + 1))
+    roofs = {}
+    # machine figures first, while nothing else runs: subprocess GEMMs, hot reads
+    for config in configs:
+        for n_threads in threads:
+            progress.step(f"roof {config.name} {n_threads}t")
+            roofs[(config.name, n_threads)] = roof_module.config_roof(config, n_threads, args.quick)
+    records = []
+    for config in configs:
+        case = engine_module.Case(config)
+        try:
+            for n_threads in threads:
+                for engine in engines:
+                    progress.step(f"{config.name} {n_threads}t {engine.name}")
+                    records.append(engine_module.bench_cell(
+                        engine, case, n_threads, quick=args.quick, repeat=args.repeat,
+                        roof=roofs[(config.name, n_threads)]))
+        finally:
+            case.close()
+    progress.close()
+    engine_module.add_speedups(records)
+    machine = roof_module.measured()
+    print(report.markdown_table(records, roofs))
+    print()
+    for line in report.notes(records, skipped, machine):
+        print(line)
+    if args.json:
+        report.write_json(args.json, _payload(args, configs, threads, records, roofs, skipped,
+                                              machine, time.time() - started))
+        print(f"wrote {args.json}")
+    if args.plot:
+        if report.plot(args.plot, records, roofs):
+            print(f"wrote {args.plot}")
+        else:
+            print("plot skipped: matplotlib not installed")
+    return 1 if any("error" in r or r.get("flagged") for r in records) else 0
+
+
+def _payload(args, configs, threads, records, roofs, skipped, machine, seconds):
+    return {
+        "meta": {
+            "fastlstm": fastlstm.__version__,
+            "backends": fastlstm.available_backends(),
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "processor": platform.processor(),
+            "threads": threads,
+            "quick": bool(args.quick),
+            "repeat": args.repeat,
+            "seed": config_registry.SEED,
+            "seconds": seconds,
+            "versions": _peer_versions(),
+        },
+        "configs": {config.name: config.as_dict() for config in configs},
+        "machine": machine,
+        "roofs": [dict(config=name, threads=n, **roof.as_dict())
+                  for (name, n), roof in roofs.items()],
+        "results": records,
+        "skipped": skipped,
+    }
+
+
+def _peer_versions():
+    versions = {}
+    for name in peer_registry.PEERS:
+        try:
+            versions[name] = peer_registry.load(name).version()
+        except peer_registry.PeerUnavailable:
+            versions[name] = None
+    return versions
+
+
+class _Progress:
+    """tqdm on stderr when installed, else one plain line per step."""
+
+    def __init__(self, total):
+        self.total, self.done = total, 0
+        try:
+            from tqdm import tqdm
+            self._bar = tqdm(total=total, file=sys.stderr, leave=False, dynamic_ncols=True)
+        except ImportError:
+            self._bar = None
+
+    def step(self, label):
+        if self._bar is not None:
+            if self.done:
+                self._bar.update(1)
+            self._bar.set_description_str(label)
+        else:
+            print(f"[{self.done + 1}/{self.total}] {label}", file=sys.stderr, flush=True)
+        self.done += 1
+
+    def close(self):
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.close()
