@@ -40,7 +40,7 @@ GEMM_VARIANTS = {
 }
 THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 READ_TARGET_BYTES = 2 << 30   # bytes read per timed bandwidth call (about 10-20 ms)
-READ_RUNS = 5
+READ_RUNS = 7
 ALIGN = 4096
 
 _gemm_cache = {}
@@ -110,7 +110,7 @@ def gemm_ceiling(threads, quick=False):
     key = (threads, bool(quick))
     if key not in _gemm_cache:
         size = QUICK_GEMM_SIZE if quick else GEMM_SIZE
-        runs = 2 if quick else 4
+        runs = 2 if quick else 6
         results = {}
         for label, (library, extra_env) in GEMM_VARIANTS.items():
             if importlib.util.find_spec(library) is None:

@@ -7,14 +7,18 @@ import time
 from dataclasses import dataclass
 
 # Timed-loop budget per (engine, config, threads).  A full
-# ``--configs all --threads 1,2`` run with three peers times about
-# 10 x 2 x 4 = 80 such cells, so 0.6 s each keeps it to a few minutes.
+# ``--configs all --threads 1,2`` run with two backends and three peers times
+# 10 x 2 x 5 = 100 such cells, so 0.6 s each keeps it to a few minutes.  Calls
+# slower than the budget / MIN_REPEAT (the numba backend at batch 64, 1-2 s a
+# call) get MIN_REPEAT calls: their run-to-run spread is a few percent.
 BUDGET_S = 0.6
 QUICK_BUDGET_S = 0.02
-MIN_REPEAT = 5
+MIN_REPEAT = 3
 QUICK_MIN_REPEAT = 2
 MAX_REPEAT = 2000
-WARMUP_CALLS = 2
+# The caller's correctness check is the first call (and compiles); warm-up adds
+# at least one more, and keeps going while under WARMUP_BUDGET_S.
+WARMUP_CALLS = 1
 WARMUP_BUDGET_S = 0.2
 
 
@@ -54,7 +58,7 @@ def plan_repeats(estimate_s, quick=False, repeat=None):
 
 def measure(fn, *, quick=False, repeat=None, warmup=True):
     """Warm up, then time ``fn()`` repeatedly; returns a ``Timing`` (ms)."""
-    estimate = warm_up(fn, calls=1 if quick else WARMUP_CALLS,
+    estimate = warm_up(fn, calls=WARMUP_CALLS,
                        budget_s=0.0 if quick else WARMUP_BUDGET_S) if warmup else 0.0
     samples = []
     for _ in range(plan_repeats(estimate, quick, repeat)):
