@@ -8,7 +8,7 @@ tolerance fails the test instead of being timed.
 import pytest
 
 import fastlstm
-from fastlstm.benchmarking import configs, engines, peers, roof
+from fastlstm.benchmarking import configs, engines, peers, roof, timing
 
 ENGINES = [engines.fastlstm_engine_name(name) for name in fastlstm.available_backends()]
 ENGINES += list(peers.PEERS)
@@ -51,7 +51,7 @@ def test_bench(benchmark, config, engine_name, threads, case_for, requested_peer
         f"{engine.name} on {config.name}: max abs diff {diff:.3e} from PyTorch fp32 "
         f"> {engine.tolerance:.0e}; not timed")
     if not quick:
-        engines.timing.warm_up(runner)
+        timing.warm_up(runner)
 
     benchmark.group = config.name
     benchmark.extra_info.update(engine=engine.name, threads=threads, fp32=engine.fp32,
