@@ -15,10 +15,13 @@ import naive
 
 # Tolerances on outputs and final states (fastlstm returns float32).  Against
 # torch: both float32, different summation orders.  Against naive: float64
-# reference from the same float32 weights and inputs.
+# reference from the same float32 weights and inputs.  Measured worst case on the
+# registry (numba backend): 7e-7 against torch; 4.3e-6 against naive, on RNN_RELU
+# whose outputs reach |34| with the wider naive-test weights (relative error 1.3e-7).
 TOLERANCE = {
     "torch": dict(atol=1e-5, rtol=0.0),
     "naive": dict(atol=1e-5, rtol=0.0),
+    "backend": dict(atol=1e-5, rtol=0.0),  # one fastlstm backend against another
 }
 
 _FASTLSTM_LAYERS = {"LSTM": fastlstm.LSTM, "GRU": fastlstm.GRU,

@@ -20,7 +20,8 @@ GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}  # gate blocks per m
 
 
 def sigmoid(v):
-    return 1.0 / (1.0 + np.exp(-v))
+    with np.errstate(over="ignore"):  # exp(-v) = inf for v << 0 gives the right limit, 0
+        return 1.0 / (1.0 + np.exp(-v))
 
 
 def _f64(array):
