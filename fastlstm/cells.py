@@ -9,6 +9,7 @@ from . import _validate
 from .backends import resolve_backend
 from .layout import cell_weights
 from .params import cell_spec, check_state_dict, init_params
+from .variants import Variant
 
 
 class _Cell:
@@ -30,7 +31,7 @@ class _Cell:
 
     def _set_params(self, params):
         self._params = params
-        self._layers = tuple(self._backend.pack_layer(self._mode, self.hidden_size, 0, layer)
+        self._layers = tuple(self._backend.pack_layer(self._mode, self.hidden_size, 0, layer, Variant())
                              for layer in cell_weights(params, self._mode, self.hidden_size))
 
     def load_state_dict(self, state_dict):

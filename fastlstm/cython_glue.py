@@ -18,6 +18,7 @@ from .kernels import cython_isa
 from .layout import sort_by_length
 from .params import GATES
 from .threads import get_num_threads
+from .variants import Variant
 
 NAME = "cython"
 _kernels = cython_isa.load()
@@ -35,9 +36,11 @@ _MIN_FLOPS_PER_THREAD_STEP = 2 * 64 * 1024
 
 @dataclass(frozen=True)
 class CythonDirection:
-    w_hh: np.ndarray  # (n_blk, H_out, G*16)
+    w_hh: np.ndarray  # (n_blk, H_out, G*16); (n_blk, H, 32) r, z only for the original GRU
     w_hr: np.ndarray  # (n_pblk, H, 16), or a dummy without projection
     b_hn: np.ndarray  # (n_blk*16,)
+    peep: np.ndarray  # (n_blk, 3, 16) peepholes i, f, o, or None
+    w_hn: np.ndarray  # (n_blk, H, 16) original GRU's new-gate weights, or None
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class CythonLayer:
     w_ih: np.ndarray  # (D*n_blk, I, G*16): every direction's input weights, blocked
     bias: np.ndarray  # (D*n_blk*G*16,)
     directions: tuple
+    variant: Variant
 
 
 def _n_blocks(units):
@@ -73,23 +77,40 @@ def _blocks(weight, gates, hidden):
     return np.ascontiguousarray(blocked, dtype=np.float32)
 
 
-def pack_layer(mode, hidden_size, proj_size, directions):
+def _blocked_vectors(vectors, hidden):
+    """(V, H) per-unit vectors -> (n_blk, V, 16), zero-padded."""
+    padded = _gather(vectors.T, _blocked_rows(1, hidden))  # (n_blk*16, V)
+    blocked = padded.reshape(_n_blocks(hidden), UNITS, vectors.shape[0]).transpose(0, 2, 1)
+    return np.ascontiguousarray(blocked, dtype=np.float32)
+
+
+def _pack_direction(mode, hidden_size, direction, variant):
+    w_hh, w_hn = _blocks(direction["w_hh"], GATES[mode], hidden_size), None
+    if mode == "GRU" and not variant.linear_before_reset:
+        w_hh = _blocks(direction["w_hh"][: 2 * hidden_size], 2, hidden_size)
+        w_hn = _blocks(direction["w_hh"][2 * hidden_size:], 1, hidden_size)
+    w_hr, peep = direction["w_hr"], direction["peep"]
+    return CythonDirection(
+        w_hh=w_hh,
+        w_hr=_DUMMY_BLOCKS if w_hr is None else _blocks(w_hr, 1, w_hr.shape[0]),
+        b_hn=np.ascontiguousarray(_gather(direction["b_hn"], _blocked_rows(1, hidden_size)),
+                                  np.float32),
+        peep=None if peep is None else _blocked_vectors(peep, hidden_size),
+        w_hn=w_hn,
+    )
+
+
+def pack_layer(mode, hidden_size, proj_size, directions, variant):
     """One layer from ``layout`` direction dicts."""
     gates = GATES[mode]
     rows = _blocked_rows(gates, hidden_size)
-    packed = []
-    for d in directions:
-        packed.append(CythonDirection(
-            w_hh=_blocks(d["w_hh"], gates, hidden_size),
-            w_hr=_DUMMY_BLOCKS if d["w_hr"] is None else _blocks(d["w_hr"], 1, d["w_hr"].shape[0]),
-            b_hn=np.ascontiguousarray(_gather(d["b_hn"], _blocked_rows(1, hidden_size)), np.float32),
-        ))
     return CythonLayer(
         w_ih=np.ascontiguousarray(np.concatenate([_blocks(d["w_ih"], gates, hidden_size)
                                                   for d in directions]), dtype=np.float32),
         bias=np.ascontiguousarray(np.concatenate([_gather(d["bias"], rows) for d in directions]),
                                   dtype=np.float32),
-        directions=tuple(packed),
+        directions=tuple(_pack_direction(mode, hidden_size, d, variant) for d in directions),
+        variant=variant,
     )
 
 
@@ -118,7 +139,9 @@ def run_layers(mode, layers, hidden_size, proj_size, x, h0, c0, lengths):
     else:  # lengths sorted descending: rows with length > t are a prefix
         n_active = np.searchsorted(-lengths, -np.arange(n_steps), side="left").astype(np.int64)
     gates = GATES[mode]
-    kernel_mode = _MODE[mode]
+    variant = layers[0].variant
+    reset_before = mode == "GRU" and not variant.linear_before_reset
+    kernel_mode = _kernels.GRU_RESET_BEFORE if reset_before else _MODE[mode]
     n_dirs = len(layers[0].directions)
     n_blk = _n_blocks(hidden_size)
     hidden_out = proj_size or hidden_size
@@ -126,6 +149,8 @@ def run_layers(mode, layers, hidden_size, proj_size, x, h0, c0, lengths):
     h_state = np.zeros((2, batch, _n_blocks(hidden_out) * UNITS), np.float32)
     c_state = np.zeros((batch, n_blk * UNITS), np.float32) if c0 is not None else _DUMMY_MATRIX
     h_full = np.zeros((batch, n_blk * UNITS), np.float32) if proj_size else _DUMMY_MATRIX
+    rh = np.zeros((batch, n_blk * UNITS), np.float32) if reset_before else None
+    z = np.zeros((batch, n_blk * UNITS), np.float32) if reset_before else None
     xproj = np.empty((n_steps * batch, n_dirs * n_blk * width), np.float32)
     h_n = np.empty_like(h0)
     c_n = np.empty_like(c0) if c0 is not None else None
@@ -146,7 +171,8 @@ def run_layers(mode, layers, hidden_size, proj_size, x, h0, c0, lengths):
             final = _kernels.run_sequence(
                 kernel_mode, xproj3, d * n_blk * width, direction.w_hh, bool(proj_size),
                 direction.w_hr, direction.b_hn, h_state, c_state, h_full, n_active, d == 1,
-                out, d * hidden_out, hidden_out, threads)
+                out, d * hidden_out, hidden_out, threads, direction.peep,
+                variant.coupled_input_forget, variant.clip, direction.w_hn, rh, z)
             h_n[state] = h_state[final, :, :hidden_out]
             if c0 is not None:
                 c_n[state] = c_state[:, :hidden_size]

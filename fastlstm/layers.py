@@ -7,6 +7,7 @@ from . import _validate
 from .backends import resolve_backend
 from .layout import sequence_weights
 from .params import check_state_dict, direction_suffixes, init_params, sequence_spec
+from .variants import make_variant
 
 
 class _SequenceLayer:
@@ -16,7 +17,7 @@ class _SequenceLayer:
     _torch_class = None
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, proj_size=0, *, backend="auto"):
+                 dropout=0.0, bidirectional=False, proj_size=0, *, backend="auto", **variant):
         self.input_size = _validate.check_positive_int(input_size, "input_size")
         self.hidden_size = _validate.check_positive_int(hidden_size, "hidden_size")
         self.num_layers = _validate.check_positive_int(num_layers, "num_layers")
@@ -33,8 +34,10 @@ class _SequenceLayer:
         self.dropout = float(dropout)
         self.backend = backend
         self._backend = resolve_backend(backend)
+        self.variant = make_variant(self._mode, self.proj_size, **variant)
         self._spec = sequence_spec(self._mode, self.input_size, self.hidden_size, self.num_layers,
-                                   self.bidirectional, self.proj_size, self.bias)
+                                   self.bidirectional, self.proj_size, self.bias,
+                                   self.variant.peephole)
         self._set_params(init_params(self._spec, self.hidden_size))
 
     # -- weights ---------------------------------------------------------------------------
@@ -52,7 +55,8 @@ class _SequenceLayer:
         self._params = params
         weights = sequence_weights(params, self._mode, self.hidden_size, self.num_layers,
                                    direction_suffixes(self.bidirectional))
-        self._layers = tuple(self._backend.pack_layer(self._mode, self.hidden_size, self.proj_size, layer)
+        self._layers = tuple(self._backend.pack_layer(self._mode, self.hidden_size, self.proj_size,
+                                                      layer, self.variant)
                              for layer in weights)
 
     def load_state_dict(self, state_dict):
@@ -121,6 +125,8 @@ class _SequenceLayer:
 
     def __repr__(self):
         extra = f", proj_size={self.proj_size}" if self.proj_size else ""
+        if not self.variant.is_pytorch:
+            extra += f", {self.variant}"
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, "
                 f"num_layers={self.num_layers}, bias={self.bias}, batch_first={self.batch_first}, "
                 f"bidirectional={self.bidirectional}{extra}, backend={self.backend_name!r})")
@@ -140,6 +146,13 @@ class LSTM(_SequenceLayer):
 
     _mode = "LSTM"
     _torch_class = "LSTM"
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, proj_size=0, *, backend="auto",
+                 peephole=False, coupled_input_forget=False, clip=None):
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, proj_size, backend=backend, peephole=peephole,
+                         coupled_input_forget=coupled_input_forget, clip=clip)
 
     def __call__(self, x, hx=None, lengths=None):
         if hx is None:
@@ -168,9 +181,11 @@ class GRU(_SequenceLayer):
     _torch_class = "GRU"
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, *, backend="auto"):
+                 dropout=0.0, bidirectional=False, *, backend="auto", linear_before_reset=True,
+                 clip=None):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, 0, backend=backend)
+                         bidirectional, 0, backend=backend,
+                         linear_before_reset=linear_before_reset, clip=clip)
 
     def __call__(self, x, hx=None, lengths=None):
         out, h_n, _ = self._run(x, hx, None, lengths)
@@ -188,13 +203,13 @@ class RNN(_SequenceLayer):
     _torch_class = "RNN"
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
-                 batch_first=False, dropout=0.0, bidirectional=False, *, backend="auto"):
+                 batch_first=False, dropout=0.0, bidirectional=False, *, backend="auto", clip=None):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         self._mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, 0, backend=backend)
+                         bidirectional, 0, backend=backend, clip=clip)
 
     def __call__(self, x, hx=None, lengths=None):
         out, h_n, _ = self._run(x, hx, None, lengths)

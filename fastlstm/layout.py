@@ -34,6 +34,7 @@ def _direction(params, mode, hidden_size, tag):
         "bias": bias,                        # (G*H,)
         "b_hn": b_hn,                        # (H,)
         "w_hr": params.get(f"weight_hr{tag}"),  # (P, H) or None
+        "peep": params.get(f"weight_peephole{tag}"),  # (3, H) i, f, o, or None
     }
 
 

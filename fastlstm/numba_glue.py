@@ -14,6 +14,7 @@ from .kernels.numba_gru import gru_sequence
 from .kernels.numba_lstm import lstm_sequence
 from .kernels.numba_rnn import rnn_sequence
 from .params import GATES
+from .variants import Variant
 
 NAME = "numba"
 _EMPTY_MATRIX = np.zeros((0, 0), dtype=np.float32)
@@ -21,9 +22,11 @@ _EMPTY_MATRIX = np.zeros((0, 0), dtype=np.float32)
 
 @dataclass(frozen=True)
 class NumbaDirection:
-    w_hh: np.ndarray  # (H_out, G*H)
+    w_hh: np.ndarray  # (H_out, G*H); (H, 2H) r, z only for the original GRU
     w_hr: np.ndarray  # (H, P), or (0, 0)
     b_hn: np.ndarray  # (H,)
+    peep: np.ndarray  # (3, H) peepholes i, f, o, or (0, 0)
+    w_hn: np.ndarray  # (H, H) original GRU's new-gate weights, transposed, or (0, 0)
 
 
 @dataclass(frozen=True)
@@ -31,22 +34,34 @@ class NumbaLayer:
     w_ih: np.ndarray  # (I, D*G*H)
     bias: np.ndarray  # (D*G*H,)
     directions: tuple
+    variant: Variant
 
 
 def _transposed(weight):
     return np.ascontiguousarray(weight.T, dtype=np.float32)
 
 
-def pack_layer(mode, hidden_size, proj_size, directions):
+def _pack_direction(mode, hidden_size, direction, variant):
+    w_hh, w_hn = direction["w_hh"], None
+    if mode == "GRU" and not variant.linear_before_reset:
+        w_hh, w_hn = w_hh[: 2 * hidden_size], w_hh[2 * hidden_size:]
+    return NumbaDirection(
+        w_hh=_transposed(w_hh),
+        w_hr=_EMPTY_MATRIX if direction["w_hr"] is None else _transposed(direction["w_hr"]),
+        b_hn=np.ascontiguousarray(direction["b_hn"], dtype=np.float32),
+        peep=(_EMPTY_MATRIX if direction["peep"] is None
+              else np.ascontiguousarray(direction["peep"], dtype=np.float32)),
+        w_hn=_EMPTY_MATRIX if w_hn is None else _transposed(w_hn),
+    )
+
+
+def pack_layer(mode, hidden_size, proj_size, directions, variant):
     """One layer from ``layout`` direction dicts."""
     return NumbaLayer(
         w_ih=_transposed(np.concatenate([d["w_ih"] for d in directions], axis=0)),
         bias=np.ascontiguousarray(np.concatenate([d["bias"] for d in directions]), dtype=np.float32),
-        directions=tuple(NumbaDirection(
-            w_hh=_transposed(d["w_hh"]),
-            w_hr=_EMPTY_MATRIX if d["w_hr"] is None else _transposed(d["w_hr"]),
-            b_hn=np.ascontiguousarray(d["b_hn"], dtype=np.float32),
-        ) for d in directions),
+        directions=tuple(_pack_direction(mode, hidden_size, d, variant) for d in directions),
+        variant=variant,
     )
 
 
@@ -62,9 +77,17 @@ def run_layers(mode, layers, hidden_size, proj_size, x, h0, c0, lengths):
     n_dirs = len(layers[0].directions)
     gate_width = GATES[mode] * hidden_size
     hidden_out = proj_size or hidden_size
+    variant = layers[0].variant
+    clip = np.inf if variant.clip is None else variant.clip
     h_n = np.empty_like(h0)
     c_n = np.empty_like(c0) if c0 is not None else None
-    gates = np.empty((batch, gate_width), np.float32)
+    reset_before = mode == "GRU" and not variant.linear_before_reset
+    gates = np.empty((batch, 2 * hidden_size if reset_before else gate_width), np.float32)
+    if reset_before:
+        gates_n = np.empty((batch, hidden_size), np.float32)
+        rh = np.empty((batch, hidden_size), np.float32)
+    else:
+        gates_n = rh = _EMPTY_MATRIX
     if proj_size:
         h_full = np.empty((batch, hidden_size), np.float32)
         h_proj = np.empty((batch, proj_size), np.float32)
@@ -82,12 +105,14 @@ def run_layers(mode, layers, hidden_size, proj_size, x, h0, c0, lengths):
             if mode == "LSTM":
                 lstm_sequence(xproj, xcol, direction.w_hh, direction.w_hr, h0[state], c0[state],
                               lengths, reverse, out, out_col, h_n[state], c_n[state],
-                              gates, h_full, h_proj)
+                              gates, h_full, h_proj, direction.peep, variant.coupled_input_forget,
+                              clip)
             elif mode == "GRU":
                 gru_sequence(xproj, xcol, direction.w_hh, direction.b_hn, h0[state], lengths,
-                             reverse, out, out_col, h_n[state], gates)
+                             reverse, out, out_col, h_n[state], gates, direction.w_hn, gates_n,
+                             rh, clip)
             else:
                 rnn_sequence(xproj, xcol, direction.w_hh, mode == "RNN_RELU", h0[state], lengths,
-                             reverse, out, out_col, h_n[state], gates)
+                             reverse, out, out_col, h_n[state], gates, clip)
         layer_input = out
     return layer_input, h_n, c_n

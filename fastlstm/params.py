@@ -16,8 +16,13 @@ def direction_suffixes(bidirectional):
     return ("", "_reverse") if bidirectional else ("",)
 
 
-def sequence_spec(mode, input_size, hidden_size, num_layers, bidirectional, proj_size, bias):
-    """{key: shape} of ``nn.LSTM``/``nn.GRU``/``nn.RNN`` with these hyper-parameters."""
+def sequence_spec(mode, input_size, hidden_size, num_layers, bidirectional, proj_size, bias,
+                  peephole=False):
+    """{key: shape} of ``nn.LSTM``/``nn.GRU``/``nn.RNN`` with these hyper-parameters.
+
+    With ``peephole`` each layer and direction also has ``weight_peephole_l{k}[_reverse]``
+    (3, H): the peephole weights of gates i, f, o.
+    """
     gates = GATES[mode] * hidden_size
     hidden_out = proj_size or hidden_size
     directions = len(direction_suffixes(bidirectional))
@@ -33,6 +38,8 @@ def sequence_spec(mode, input_size, hidden_size, num_layers, bidirectional, proj
                 spec[f"bias_hh_{tag}"] = (gates,)
             if proj_size:
                 spec[f"weight_hr_{tag}"] = (proj_size, hidden_size)
+            if peephole:
+                spec[f"weight_peephole_{tag}"] = (3, hidden_size)
     return spec
 
 

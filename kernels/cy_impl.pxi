@@ -19,6 +19,8 @@ cdef extern from "fastlstm_simd.h" nogil:
         FL_RNN_TANH
         FL_RNN_RELU
         FL_PROJ
+        FL_GRU_RZ
+        FL_GRU_N
     ctypedef struct fl_block_args:
         const float *w
         long K
@@ -32,6 +34,14 @@ cdef extern from "fastlstm_simd.h" nogil:
         long ldo
         const float *h_self
         const float *b_hn
+        const float *peep
+        int coupled
+        int has_clip
+        float clip
+        float *rh
+        float *z
+        long ldr
+        long ldr2
     void fl_block(int mode, long n_rows, const fl_block_args *args)
     void fl_project_rows(int G, const float *w_blocks, long n_blocks, long K, const float *bias,
                          const float *x, long ldx, float *out, long ldo, long row0, long row1)
@@ -46,6 +56,7 @@ cdef extern from "fastlstm_simd.h" nogil:
 
 LSTM = FL_LSTM
 GRU = FL_GRU
+GRU_RESET_BEFORE = FL_GRU_RZ
 RNN_TANH = FL_RNN_TANH
 RNN_RELU = FL_RNN_RELU
 UNITS_PER_BLOCK = FL_U
@@ -77,6 +88,7 @@ ctypedef struct SeqArgs:
     long n_blk
     long K
     long width
+    long xwidth             # columns of a block in xproj (3*16 for either GRU)
     const float *w_hr       # (n_pblk, hidden, FL_U)
     long n_pblk
     long hidden
@@ -92,6 +104,14 @@ ctypedef struct SeqArgs:
     long ldy
     long out_col
     long hidden_out
+    const float *peep       # (n_blk, 3, FL_U) or NULL
+    bint coupled
+    bint has_clip
+    float clip
+    const float *w_hn       # (n_blk, hidden, FL_U) original GRU's new-gate weights
+    float *rh               # (B, ldr) original GRU scratch: r * h
+    float *z                # (B, ldr) original GRU scratch: z
+    long ldr
 
 
 cdef inline void _share(long n, int parts, int part, long *lo, long *hi) noexcept nogil:
@@ -122,6 +142,9 @@ cdef void _sequence_thread(const SeqArgs *s) noexcept nogil:
     if u0 > u1:
         u0 = u1
     memset(&a, 0, sizeof(a))
+    a.coupled = s.coupled
+    a.has_clip = s.has_clip
+    a.clip = s.clip
     for step in range(s.n_steps):
         t = s.n_steps - 1 - step if s.reverse else step
         n_act = s.n_active[t]
@@ -132,7 +155,7 @@ cdef void _sequence_thread(const SeqArgs *s) noexcept nogil:
             a.K = s.K
             a.h = h_cur
             a.ldh = s.ld_state
-            a.x = s.xproj + t * s.batch * s.ldx + s.xcol + blk * s.width
+            a.x = s.xproj + t * s.batch * s.ldx + s.xcol + blk * s.xwidth
             a.ldx = s.ldx
             a.c = s.c_state + blk * FL_U
             a.ldc = s.ldc
@@ -144,7 +167,26 @@ cdef void _sequence_thread(const SeqArgs *s) noexcept nogil:
                 a.ldo = s.ld_state
             a.h_self = h_cur + blk * FL_U
             a.b_hn = s.b_hn + blk * FL_U
+            a.peep = s.peep + blk * 3 * FL_U if s.peep != NULL else NULL
+            a.rh = s.rh + blk * FL_U if s.mode == FL_GRU_RZ else NULL
+            a.z = s.z + blk * FL_U if s.mode == FL_GRU_RZ else NULL
+            a.ldr = s.ldr
             fl_block(s.mode, n_act, &a)
+        if s.mode == FL_GRU_RZ:
+            fl_barrier()  # every unit's r * h complete before the new-gate product
+            for blk in range(b0, b1):
+                a.w = s.w_hn + blk * s.K * FL_U
+                a.h = s.rh
+                a.ldh = s.ldr
+                a.x = s.xproj + t * s.batch * s.ldx + s.xcol + blk * 3 * FL_U
+                a.h_self = h_cur + blk * FL_U
+                a.ldr2 = s.ld_state
+                a.z = s.z + blk * FL_U
+                a.rh = NULL
+                a.b_hn = s.b_hn + blk * FL_U
+                a.h_out = h_nxt + blk * FL_U
+                a.ldo = s.ld_state
+                fl_block(FL_GRU_N, n_act, &a)
         if s.has_proj:
             fl_barrier()  # h_full complete before any thread projects it
             for blk in range(p0, p1):
@@ -172,7 +214,9 @@ def run_sequence(int mode, const float[:, :, ::1] xproj, long xcol,
                  const float[:, :, ::1] w_hh, bint has_proj, const float[:, :, ::1] w_hr,
                  const float[::1] b_hn, float[:, :, ::1] h_state, float[:, ::1] c_state,
                  float[:, ::1] h_full, const long[::1] n_active, bint reverse,
-                 float[:, :, ::1] out, long out_col, long hidden_out, int n_threads):
+                 float[:, :, ::1] out, long out_col, long hidden_out, int n_threads,
+                 const float[:, :, ::1] peep=None, bint coupled=False, clip=None,
+                 const float[:, :, ::1] w_hn=None, float[:, ::1] rh=None, float[:, ::1] z=None):
     """Run one direction of one layer over all steps; returns the index of
     ``h_state`` that holds the final state.
 
@@ -187,6 +231,12 @@ def run_sequence(int mode, const float[:, :, ::1] xproj, long xcol,
     n_active (T,) int64 IN            rows active at step t (rows sorted by length,
                                       longest first)
     out      (T, B, Y) float32 OUT    columns out_col:out_col+hidden_out
+    peep     (n_blk, 3, 16) IN        LSTM peepholes i, f, o, blocked (optional)
+    coupled                           LSTM f = 1 - i
+    clip                              pre-activations bounded to [-clip, clip] (optional)
+    w_hn     (n_blk, H, 16) IN        original GRU (mode GRU_RESET_BEFORE): new-gate
+                                      weights; w_hh then holds r, z only (G*16 = 32)
+    rh, z    (B, n_blk*16)            original GRU scratch
     All arrays non-empty, shapes consistent (checked by the caller).
     """
     cdef SeqArgs s
@@ -202,6 +252,7 @@ def run_sequence(int mode, const float[:, :, ::1] xproj, long xcol,
     s.n_blk = w_hh.shape[0]
     s.K = w_hh.shape[1]
     s.width = w_hh.shape[2]
+    s.xwidth = 3 * FL_U if mode == FL_GRU_RZ else s.width
     s.w_hr = &w_hr[0, 0, 0]
     s.n_pblk = w_hr.shape[0] if has_proj else 0
     s.hidden = w_hr.shape[1]
@@ -217,6 +268,16 @@ def run_sequence(int mode, const float[:, :, ::1] xproj, long xcol,
     s.ldy = out.shape[2]
     s.out_col = out_col
     s.hidden_out = hidden_out
+    s.peep = &peep[0, 0, 0] if peep is not None else NULL
+    s.coupled = coupled
+    s.has_clip = clip is not None
+    s.clip = clip if clip is not None else 0.0
+    s.w_hn = &w_hn[0, 0, 0] if w_hn is not None else NULL
+    s.rh = &rh[0, 0] if rh is not None else NULL
+    s.z = &z[0, 0] if z is not None else NULL
+    s.ldr = rh.shape[1] if rh is not None else 0
+    if mode == FL_GRU_RZ and (w_hn is None or rh is None or z is None):
+        raise ValueError("the original GRU needs w_hn, rh and z")
     if n_threads <= 1:
         with nogil:
             _sequence_thread(&s)

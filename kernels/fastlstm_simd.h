@@ -33,7 +33,11 @@ typedef int32_t v16i __attribute__((vector_size(64)));
 
 #define FL_INLINE static inline __attribute__((always_inline))
 
-enum { FL_LSTM = 0, FL_GRU = 1, FL_RNN_TANH = 2, FL_RNN_RELU = 3, FL_PROJ = 4 };
+/* FL_GRU is PyTorch's GRU (linear before reset); the original GRU (reset
+ * applied to h before the matmul) takes two phases per step: FL_GRU_RZ computes
+ * r and z and writes r*h, then FL_GRU_N multiplies r*h by the new-gate weights. */
+enum { FL_LSTM = 0, FL_GRU = 1, FL_RNN_TANH = 2, FL_RNN_RELU = 3, FL_PROJ = 4,
+       FL_GRU_RZ = 5, FL_GRU_N = 6 };
 
 FL_INLINE v16 v_load(const float *p) { v16 v; memcpy(&v, p, sizeof v); return v; }
 FL_INLINE void v_store(float *p, v16 v) { memcpy(p, &v, sizeof v); }
@@ -71,6 +75,12 @@ FL_INLINE v16 v_exp(v16 x)
 FL_INLINE v16 v_sigmoid(v16 x) { return 1.0f / (1.0f + v_exp(-x)); }
 FL_INLINE v16 v_tanh(v16 x) { return 2.0f / (1.0f + v_exp(-2.0f * x)) - 1.0f; }
 FL_INLINE v16 v_relu(v16 x) { return v_select(x > 0.0f, x, v_splat(0.0f)); }
+/* ONNX clip: pre-activations bounded to [-clip, clip]; NaN passes through. */
+FL_INLINE v16 v_clip(v16 x, float clip)
+{
+    x = v_select(x > clip, v_splat(clip), x);
+    return v_select(x < -clip, v_splat(-clip), x);
+}
 
 /* acc[r][g] = sum_k h[r*ldh + k] * w[(k*G + g)*16 ...]  for R rows, G gate vectors.
  * w: (K, G, 16) one block; h: R rows of K values, stride ldh.
@@ -129,6 +139,14 @@ typedef struct {
     long ldo;
     const float *h_self; /* (R, ldh) previous state at this block's units (GRU) */
     const float *b_hn;   /* (16,) GRU recurrent new-gate bias of this block */
+    const float *peep;   /* (3, 16) LSTM peepholes i, f, o of this block, or NULL */
+    int coupled;         /* LSTM: f = 1 - i (ONNX input_forget) */
+    int has_clip;
+    float clip;
+    float *rh;           /* (R, ldr) original GRU: r * h at this block's units (FL_GRU_RZ writes) */
+    float *z;            /* (R, ldr) original GRU: z at this block's units */
+    long ldr;
+    long ldr2;           /* FL_GRU_N: row stride of h_self (the state), as a->ldh is r*h's */
 } fl_block_args;
 
 FL_INLINE void fl_block_rows(const int mode, const int R, const fl_block_args *a)
@@ -141,13 +159,23 @@ FL_INLINE void fl_block_rows(const int mode, const int R, const fl_block_args *a
         for (int r = 0; r < R; r++) {
             const float *x = a->x + r * a->ldx;
             float *c = a->c + r * a->ldc;
-            v16 gi = v_sigmoid(acc[r][0] + v_load(x));
-            v16 gf = v_sigmoid(acc[r][1] + v_load(x + FL_U));
-            v16 gg = v_tanh(acc[r][2] + v_load(x + 2 * FL_U));
-            v16 go = v_sigmoid(acc[r][3] + v_load(x + 3 * FL_U));
-            v16 cn = gf * v_load(c) + gi * gg;
+            const v16 cp = v_load(c);
+            v16 pi = acc[r][0] + v_load(x), pf = acc[r][1] + v_load(x + FL_U);
+            v16 pg = acc[r][2] + v_load(x + 2 * FL_U), po = acc[r][3] + v_load(x + 3 * FL_U);
+            if (a->peep) {
+                pi += v_load(a->peep) * cp;
+                pf += v_load(a->peep + FL_U) * cp;
+            }
+            if (a->has_clip) {
+                pi = v_clip(pi, a->clip); pf = v_clip(pf, a->clip); pg = v_clip(pg, a->clip);
+            }
+            v16 gi = v_sigmoid(pi);
+            v16 gf = a->coupled ? 1.0f - gi : v_sigmoid(pf);
+            v16 cn = gf * cp + gi * v_tanh(pg);
             v_store(c, cn);
-            v_store(a->h_out + r * a->ldo, go * v_tanh(cn));
+            if (a->peep) po += v_load(a->peep + 2 * FL_U) * cn;
+            if (a->has_clip) po = v_clip(po, a->clip);
+            v_store(a->h_out + r * a->ldo, v_sigmoid(po) * v_tanh(cn));
         }
         break;
     case FL_GRU:
@@ -155,10 +183,36 @@ FL_INLINE void fl_block_rows(const int mode, const int R, const fl_block_args *a
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
             const float *x = a->x + r * a->ldx;
-            v16 gr = v_sigmoid(acc[r][0] + v_load(x));
-            v16 gz = v_sigmoid(acc[r][1] + v_load(x + FL_U));
-            v16 gn = v_tanh(v_load(x + 2 * FL_U) + gr * (acc[r][2] + v_load(a->b_hn)));
+            v16 pr = acc[r][0] + v_load(x), pz = acc[r][1] + v_load(x + FL_U);
+            if (a->has_clip) { pr = v_clip(pr, a->clip); pz = v_clip(pz, a->clip); }
+            v16 gr = v_sigmoid(pr), gz = v_sigmoid(pz);
+            v16 pn = v_load(x + 2 * FL_U) + gr * (acc[r][2] + v_load(a->b_hn));
+            if (a->has_clip) pn = v_clip(pn, a->clip);
+            v16 gn = v_tanh(pn);
             v16 hp = v_load(a->h_self + r * a->ldh);
+            v_store(a->h_out + r * a->ldo, gn + gz * (hp - gn));
+        }
+        break;
+    case FL_GRU_RZ:
+        fl_tile(2, R, a->w, a->h, a->ldh, a->K, acc);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            const float *x = a->x + r * a->ldx;
+            v16 pr = acc[r][0] + v_load(x), pz = acc[r][1] + v_load(x + FL_U);
+            if (a->has_clip) { pr = v_clip(pr, a->clip); pz = v_clip(pz, a->clip); }
+            v_store(a->rh + r * a->ldr, v_sigmoid(pr) * v_load(a->h_self + r * a->ldh));
+            v_store(a->z + r * a->ldr, v_sigmoid(pz));
+        }
+        break;
+    case FL_GRU_N:
+        fl_tile(1, R, a->w, a->h, a->ldh, a->K, acc);  /* a->h is r*h here */
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            v16 pn = v_load(a->x + r * a->ldx + 2 * FL_U) + acc[r][0] + v_load(a->b_hn);
+            if (a->has_clip) pn = v_clip(pn, a->clip);
+            v16 gn = v_tanh(pn);
+            v16 gz = v_load(a->z + r * a->ldr);
+            v16 hp = v_load(a->h_self + r * a->ldr2);
             v_store(a->h_out + r * a->ldo, gn + gz * (hp - gn));
         }
         break;
@@ -168,6 +222,7 @@ FL_INLINE void fl_block_rows(const int mode, const int R, const fl_block_args *a
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
             v16 pre = acc[r][0] + v_load(a->x + r * a->ldx);
+            if (a->has_clip) pre = v_clip(pre, a->clip);
             v_store(a->h_out + r * a->ldo, mode == FL_RNN_RELU ? v_relu(pre) : v_tanh(pre));
         }
         break;
@@ -187,7 +242,10 @@ static void fl_block(int mode, long n_rows, const fl_block_args *args)
     for (; r + FL_MAX_ROWS <= n_rows; r += FL_MAX_ROWS) {
         fl_block_rows(mode, FL_MAX_ROWS, &a);
         a.h += FL_MAX_ROWS * a.ldh; a.x += FL_MAX_ROWS * a.ldx; a.c += FL_MAX_ROWS * a.ldc;
-        a.h_out += FL_MAX_ROWS * a.ldo; a.h_self += FL_MAX_ROWS * a.ldh;
+        a.h_out += FL_MAX_ROWS * a.ldo;
+        a.h_self += FL_MAX_ROWS * (mode == FL_GRU_N ? a.ldr2 : a.ldh);
+        if (a.rh) a.rh += FL_MAX_ROWS * a.ldr;
+        if (a.z) a.z += FL_MAX_ROWS * a.ldr;
     }
     switch (n_rows - r) {
     case 3: fl_block_rows(mode, 3, &a); break;

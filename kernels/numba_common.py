@@ -79,6 +79,16 @@ def matmul(a, b, c, ints, floats, chars):
 
 
 @njit(**KERNEL_OPTIONS)
+def clip_value(x, clip):
+    """x bounded to [-clip, clip] (clip = inf: unchanged); NaN passes through."""
+    if x > clip:
+        return clip
+    if x < -clip:
+        return -clip
+    return x
+
+
+@njit(**KERNEL_OPTIONS)
 def step_time(step, n_steps, reverse):
     """Time index of loop iteration ``step``: forward 0..T-1, reverse T-1..0."""
     if reverse:

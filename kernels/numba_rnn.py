@@ -4,11 +4,11 @@ import math
 
 from numba import njit
 
-from .numba_common import KERNEL_OPTIONS, blas_args, matmul, step_time
+from .numba_common import KERNEL_OPTIONS, blas_args, clip_value, matmul, step_time
 
 
 @njit(**KERNEL_OPTIONS)
-def rnn_sequence(xproj, xcol, w_hh, relu, h0, lengths, reverse, out, out_col, h_n, gates):
+def rnn_sequence(xproj, xcol, w_hh, relu, h0, lengths, reverse, out, out_col, h_n, gates, clip):
     """Run one RNN direction over all steps.
 
     xproj   (T, B, X) float32 IN   input projection plus folded biases; this
@@ -21,6 +21,7 @@ def rnn_sequence(xproj, xcol, w_hh, relu, h0, lengths, reverse, out, out_col, h_
     out     (T, B, Y) float32 OUT  this direction writes columns out_col:out_col+H
     h_n     (B, H) float32 OUT     final (and running) state
     gates   (B, H) float32         scratch
+    clip    float                  pre-activation bound; inf for none
     """
     n_steps, batch = xproj.shape[0], xproj.shape[1]
     hidden = h0.shape[1]
@@ -39,7 +40,7 @@ def rnn_sequence(xproj, xcol, w_hh, relu, h0, lengths, reverse, out, out_col, h_
             g_row = gates[b]
             h_row = h_n[b]
             for j in range(hidden):
-                pre = x_row[xcol + j] + g_row[j]
+                pre = clip_value(x_row[xcol + j] + g_row[j], clip)
                 if relu:
                     h_new = pre if pre > 0.0 else 0.0
                 else:
