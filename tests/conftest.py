@@ -26,10 +26,16 @@ def backends_under_test():
     return names
 
 
-BACKENDS = backends_under_test()
+try:
+    BACKENDS = backends_under_test()
+    _BACKENDS_ERROR = None
+except pytest.UsageError as error:  # reported by pytest_configure, without a traceback
+    BACKENDS, _BACKENDS_ERROR = [], error
 
 
 def pytest_configure(config):
+    if _BACKENDS_ERROR is not None:
+        raise _BACKENDS_ERROR
     # torch's own notice when running LSTM with proj_size; not about fastlstm
     config.addinivalue_line("filterwarnings",
                             "ignore:LSTM with projections is not supported with oneDNN:UserWarning")
