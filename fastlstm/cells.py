@@ -69,9 +69,8 @@ class _Cell:
             c0 = (np.zeros(shape, np.float32) if c0 is None
                   else _validate.check_state(c0, "hx[1]", shape, batched))
             c0 = c0[None]
-        lengths = np.ones(batch, np.int64)
         _, h_n, c_n = self._backend.run_layers(self._mode, self._layers, self.hidden_size, 0,
-                                               x[None], h0[None], c0, lengths)
+                                               x[None], h0[None], c0, None)
         h1 = h_n[0] if batched else h_n[0, 0]
         c1 = None if c_n is None else (c_n[0] if batched else c_n[0, 0])
         return h1, c1

@@ -10,6 +10,7 @@ Rows are sorted longest first, so at every step the running sequences are a
 prefix of the batch and the kernels simply run fewer rows.
 """
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,49 +120,79 @@ def _threads_for(flops_per_step, n_blocks):
     return int(max(1, wanted)) if _kernels.openmp_enabled() else 1
 
 
+class _Workspace:
+    """Scratch of one call shape, reused by later calls of that shape on the same thread."""
+
+    def __init__(self, n_steps, batch, hidden_size, proj_size, n_dirs, gates, has_c, reset_before):
+        n_blk = _n_blocks(hidden_size)
+        padded = n_blk * UNITS
+        hidden_out = proj_size or hidden_size
+        self.xproj = np.zeros((n_steps * batch, n_dirs * n_blk * gates * UNITS), np.float32)
+        self.xproj3 = self.xproj.reshape(n_steps, batch, -1)
+        self.h_state = np.zeros((2, batch, _n_blocks(hidden_out) * UNITS), np.float32)
+        self.c_state = np.zeros((batch, padded), np.float32) if has_c else _DUMMY_MATRIX
+        self.h_full = np.zeros((batch, padded), np.float32) if proj_size else _DUMMY_MATRIX
+        self.rh = np.zeros((batch, padded), np.float32) if reset_before else None
+        self.z = np.zeros((batch, padded), np.float32) if reset_before else None
+        self.all_active = np.full(n_steps, batch, np.int64)
+        step_flops = 2 * batch * hidden_out * n_blk * gates * UNITS
+        self.threads = get_num_threads()
+        self.step_threads = _threads_for(step_flops, n_blk)
+        self.project_threads = _threads_for(step_flops * n_steps, n_steps * batch)
+
+
+_local = threading.local()
+_CACHED_SHAPES = 8
+
+
+def _workspace(key, *shape):
+    cache = getattr(_local, "workspaces", None)
+    if cache is None:
+        cache = _local.workspaces = {}
+    workspace = cache.get(key)
+    if workspace is None or workspace.threads != get_num_threads():
+        if len(cache) >= _CACHED_SHAPES:
+            cache.pop(next(iter(cache)))
+        workspace = cache[key] = _Workspace(*shape)
+    return workspace
+
+
 def run_layers(mode, layers, hidden_size, proj_size, x, h0, c0, lengths):
     """Run packed layers over a validated sequence.
 
     x       (T, B, I) float32 C-contiguous
     h0      (L*D, B, H_out) float32 C-contiguous; c0 (L*D, B, H) for LSTM, else None
-    lengths (B,) int64 in [1, T]
+    lengths (B,) int64 in [1, T], or None when every sequence has T steps
     returns out (T, B, D*H_out), h_n (L*D, B, H_out), c_n (L*D, B, H) or None
     """
     n_steps, batch = x.shape[0], x.shape[1]
-    order = sort_by_length(lengths)
+    order = None if lengths is None else sort_by_length(lengths)
     if order is not None:
         x = np.ascontiguousarray(x[:, order])
         h0 = np.ascontiguousarray(h0[:, order])
         c0 = np.ascontiguousarray(c0[:, order]) if c0 is not None else None
         lengths = lengths[order]
-    if lengths[-1] == n_steps:
-        n_active = np.full(n_steps, batch, np.int64)
-    else:  # lengths sorted descending: rows with length > t are a prefix
-        n_active = np.searchsorted(-lengths, -np.arange(n_steps), side="left").astype(np.int64)
     gates = GATES[mode]
     variant = layers[0].variant
     reset_before = mode == "GRU" and not variant.linear_before_reset
     kernel_mode = _kernels.GRU_RESET_BEFORE if reset_before else _MODE[mode]
     n_dirs = len(layers[0].directions)
-    n_blk = _n_blocks(hidden_size)
     hidden_out = proj_size or hidden_size
-    width = gates * UNITS
-    h_state = np.zeros((2, batch, _n_blocks(hidden_out) * UNITS), np.float32)
-    c_state = np.zeros((batch, n_blk * UNITS), np.float32) if c0 is not None else _DUMMY_MATRIX
-    h_full = np.zeros((batch, n_blk * UNITS), np.float32) if proj_size else _DUMMY_MATRIX
-    rh = np.zeros((batch, n_blk * UNITS), np.float32) if reset_before else None
-    z = np.zeros((batch, n_blk * UNITS), np.float32) if reset_before else None
-    xproj = np.empty((n_steps * batch, n_dirs * n_blk * width), np.float32)
+    column = _n_blocks(hidden_size) * gates * UNITS  # one direction's xproj columns
+    ws = _workspace((mode, reset_before, n_steps, batch, hidden_size, proj_size, n_dirs),
+                    n_steps, batch, hidden_size, proj_size, n_dirs, gates, c0 is not None,
+                    reset_before)
+    if lengths is None or lengths[-1] == n_steps:
+        n_active = ws.all_active
+    else:  # lengths sorted descending: rows with length > t are a prefix
+        n_active = np.searchsorted(-lengths, -np.arange(n_steps), side="left").astype(np.int64)
+    h_state, c_state = ws.h_state, ws.c_state
     h_n = np.empty_like(h0)
     c_n = np.empty_like(c0) if c0 is not None else None
-    step_flops = 2 * batch * hidden_out * n_blk * width
-    threads = _threads_for(step_flops, n_blk)
     layer_input = x
     for index, layer in enumerate(layers):
-        rows = layer_input.reshape(n_steps * batch, -1)
-        _kernels.project(gates, layer.w_ih, layer.bias, rows, xproj,
-                         _threads_for(step_flops * n_steps, n_steps * batch))
-        xproj3 = xproj.reshape(n_steps, batch, -1)
+        _kernels.project(gates, layer.w_ih, layer.bias, layer_input.reshape(n_steps * batch, -1),
+                         ws.xproj, ws.project_threads)
         out = np.empty((n_steps, batch, n_dirs * hidden_out), np.float32)
         for d, direction in enumerate(layer.directions):
             state = index * n_dirs + d
@@ -169,10 +200,10 @@ def run_layers(mode, layers, hidden_size, proj_size, x, h0, c0, lengths):
             if c0 is not None:
                 c_state[:, :hidden_size] = c0[state]
             final = _kernels.run_sequence(
-                kernel_mode, xproj3, d * n_blk * width, direction.w_hh, bool(proj_size),
-                direction.w_hr, direction.b_hn, h_state, c_state, h_full, n_active, d == 1,
-                out, d * hidden_out, hidden_out, threads, direction.peep,
-                variant.coupled_input_forget, variant.clip, direction.w_hn, rh, z)
+                kernel_mode, ws.xproj3, d * column, direction.w_hh, bool(proj_size),
+                direction.w_hr, direction.b_hn, h_state, c_state, ws.h_full, n_active, d == 1,
+                out, d * hidden_out, hidden_out, ws.step_threads, direction.peep,
+                variant.coupled_input_forget, variant.clip, direction.w_hn, ws.rh, ws.z)
             h_n[state] = h_state[final, :, :hidden_out]
             if c0 is not None:
                 c_n[state] = c_state[:, :hidden_size]

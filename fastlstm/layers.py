@@ -30,7 +30,9 @@ class _SequenceLayer:
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
         self.bidirectional = bool(bidirectional)
-        # dropout applies between layers in training only; accepted for signature compatibility
+        # dropout acts between layers in training only; accepted and checked like PyTorch
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
+            raise ValueError(f"dropout: expected a number in [0, 1], got {dropout!r}")
         self.dropout = float(dropout)
         self.backend = backend
         self._backend = resolve_backend(backend)
@@ -107,9 +109,10 @@ class _SequenceLayer:
         if self._mode == "LSTM":
             c0 = (np.zeros(c_shape, np.float32) if c0 is None
                   else _validate.check_state(c0, "hx[1]", c_shape, batched))
-        if lengths is not None and not batched:
-            lengths = np.asarray(_validate.to_numpy(lengths)).reshape(-1)
-        lengths = _validate.check_lengths(lengths, batch, n_steps)
+        if lengths is not None:
+            if not batched:
+                lengths = np.asarray(_validate.to_numpy(lengths)).reshape(-1)
+            lengths = _validate.check_lengths(lengths, batch, n_steps)
         return x, batched, h0, c0, lengths
 
     def _run(self, x, h0, c0, lengths):
@@ -122,6 +125,11 @@ class _SequenceLayer:
         elif self.batch_first:
             out = np.ascontiguousarray(out.transpose(1, 0, 2))
         return out, h_n, c_n
+
+    def stream(self, batch_size=1):
+        """A ``fastlstm.Stream``: this layer fed chunk by chunk, the state carried between calls."""
+        from .streaming import Stream
+        return Stream(self, batch_size)
 
     def __repr__(self):
         extra = f", proj_size={self.proj_size}" if self.proj_size else ""
@@ -181,10 +189,10 @@ class GRU(_SequenceLayer):
     _torch_class = "GRU"
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, *, backend="auto", linear_before_reset=True,
-                 clip=None):
+                 dropout=0.0, bidirectional=False, proj_size=0, *, backend="auto",
+                 linear_before_reset=True, clip=None):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, 0, backend=backend,
+                         bidirectional, proj_size, backend=backend,
                          linear_before_reset=linear_before_reset, clip=clip)
 
     def __call__(self, x, hx=None, lengths=None):
@@ -203,13 +211,14 @@ class RNN(_SequenceLayer):
     _torch_class = "RNN"
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
-                 batch_first=False, dropout=0.0, bidirectional=False, *, backend="auto", clip=None):
+                 batch_first=False, dropout=0.0, bidirectional=False, proj_size=0, *,
+                 backend="auto", clip=None):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         self._mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, 0, backend=backend, clip=clip)
+                         bidirectional, proj_size, backend=backend, clip=clip)
 
     def __call__(self, x, hx=None, lengths=None):
         out, h_n, _ = self._run(x, hx, None, lengths)

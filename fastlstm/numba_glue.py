@@ -70,10 +70,12 @@ def run_layers(mode, layers, hidden_size, proj_size, x, h0, c0, lengths):
 
     x       (T, B, I) float32 C-contiguous
     h0      (L*D, B, H_out) float32 C-contiguous; c0 (L*D, B, H) for LSTM, else None
-    lengths (B,) int64 in [1, T]
+    lengths (B,) int64 in [1, T], or None when every sequence has T steps
     returns out (T, B, D*H_out), h_n (L*D, B, H_out), c_n (L*D, B, H) or None
     """
     n_steps, batch = x.shape[0], x.shape[1]
+    if lengths is None:
+        lengths = np.full(batch, n_steps, np.int64)
     n_dirs = len(layers[0].directions)
     gate_width = GATES[mode] * hidden_size
     hidden_out = proj_size or hidden_size
