@@ -10,10 +10,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .kernels.blas_threads import capped
+from .kernels.numba_common import project
 from .kernels.numba_gru import gru_sequence
 from .kernels.numba_lstm import lstm_sequence
 from .kernels.numba_rnn import rnn_sequence
 from .params import GATES
+from .threads import get_num_threads
 from .variants import Variant
 
 NAME = "numba"
@@ -66,6 +69,13 @@ def pack_layer(mode, hidden_size, proj_size, directions, variant):
 
 
 def run_layers(mode, layers, hidden_size, proj_size, x, h0, c0, lengths):
+    """Run packed layers over a validated sequence (see ``_run_layers``), with the
+    BLAS the kernels call capped at ``fastlstm.get_num_threads()`` threads."""
+    with capped(get_num_threads()):
+        return _run_layers(mode, layers, hidden_size, proj_size, x, h0, c0, lengths)
+
+
+def _run_layers(mode, layers, hidden_size, proj_size, x, h0, c0, lengths):
     """Run packed layers over a validated sequence.
 
     x       (T, B, I) float32 C-contiguous
@@ -97,8 +107,8 @@ def run_layers(mode, layers, hidden_size, proj_size, x, h0, c0, lengths):
         h_full = h_proj = _EMPTY_MATRIX
     layer_input = x
     for index, layer in enumerate(layers):
-        xproj = np.matmul(layer_input.reshape(n_steps * batch, -1), layer.w_ih)
-        xproj += layer.bias
+        xproj = np.empty((n_steps * batch, n_dirs * gate_width), np.float32)
+        project(layer_input.reshape(n_steps * batch, -1), layer.w_ih, layer.bias, xproj)
         xproj = xproj.reshape(n_steps, batch, n_dirs * gate_width)
         out = np.empty((n_steps, batch, n_dirs * hidden_out), np.float32)
         for d, direction in enumerate(layer.directions):

@@ -89,6 +89,18 @@ def clip_value(x, clip):
 
 
 @njit(**KERNEL_OPTIONS)
+def project(x, w, bias, out):
+    """out (N, X) = x (N, I) @ w (I, X) + bias (X,): the input projection of all steps."""
+    ints, floats, chars = blas_args()
+    matmul(x, w, out, ints, floats, chars)
+    n_rows, n_cols = out.shape
+    for n in range(n_rows):
+        row = out[n]
+        for j in range(n_cols):
+            row[j] += bias[j]
+
+
+@njit(**KERNEL_OPTIONS)
 def step_time(step, n_steps, reverse):
     """Time index of loop iteration ``step``: forward 0..T-1, reverse T-1..0."""
     if reverse:
