@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 
 from .params import cell_spec, sequence_spec
 
+# matched with fullmatch: a key is exactly a prefix ("" or ending in ".") and a parameter name
 _SEQUENCE_KEY = re.compile(
-    r"^(?P<prefix>(?:.*\.)?)(?P<param>weight_ih|weight_hh|weight_hr|bias_ih|bias_hh)"
-    r"_l(?P<layer>0|[1-9][0-9]*)(?P<reverse>_reverse)?$")
-_CELL_KEY = re.compile(r"^(?P<prefix>(?:.*\.)?)(?P<param>weight_ih|weight_hh|bias_ih|bias_hh)$")
+    r"(?P<prefix>(?:.*\.)?)(?P<param>weight_ih|weight_hh|weight_hr|bias_ih|bias_hh)"
+    r"_l(?P<layer>0|[1-9][0-9]*)(?P<reverse>_reverse)?")
+_CELL_KEY = re.compile(r"(?P<prefix>(?:.*\.)?)(?P<param>weight_ih|weight_hh|bias_ih|bias_hh)")
 
 KINDS = {4: "LSTM", 3: "GRU", 1: "RNN"}
 # the mode string params.py specs use for each kind (an RNN's shapes do not depend on it)
@@ -103,10 +104,6 @@ class Discovery:
     problems: tuple
     others: dict = field(default_factory=dict)
 
-    @property
-    def prefixes(self):
-        return [item.prefix for item in self.modules + self.problems]
-
 
 def prefix_label(prefix):
     return repr(prefix) if prefix else "'' (top level)"
@@ -173,7 +170,7 @@ def _check_against(spec, entries, prefix):
 
 
 def _infer_sequence(prefix, entries):
-    layers = sorted({int(_SEQUENCE_KEY.match(name).group("layer")) for name in entries})
+    layers = sorted({int(_SEQUENCE_KEY.fullmatch(name).group("layer")) for name in entries})
     if layers != list(range(len(layers))):
         missing = sorted(set(range(layers[-1] + 1)) - set(layers))
         raise _Invalid(f"layer numbering has a gap: found layers {layers}, missing {missing}")
@@ -206,7 +203,7 @@ def _group(names):
     groups = {}
     for name in names:
         for style, pattern in (("sequence", _SEQUENCE_KEY), ("cell", _CELL_KEY)):
-            match = pattern.match(name)
+            match = pattern.fullmatch(name)
             if match:
                 group = groups.setdefault(match.group("prefix"),
                                           {"sequence": {}, "cell": {}, "other": []})

@@ -5,7 +5,6 @@ formats runs in seconds.  ``SAVERS`` write a state dict the way users do.
 For half/bfloat16 saves the reference is the saved module cast back to float32.
 """
 
-import io
 import zipfile
 
 import numpy as np
@@ -155,8 +154,3 @@ def zip_record(path, suffix):
         name = next(n for n in archive.namelist() if n.endswith(suffix))
         return name, archive.read(name)
 
-
-def saved_bytes(obj, **kwargs):
-    buffer = io.BytesIO()
-    torch.save(obj, buffer, **kwargs)
-    return buffer.getvalue()

@@ -23,7 +23,7 @@ CASES = [(model, "zip", "float32") for model in MODELS] + [
 
 
 @pytest.mark.parametrize("model_name, saver, dtype", CASES)
-def test_load_all_matches_torch(tmp_path, rng, model_name, saver, dtype):
+def test_load_all_matches_torch(tmp_path, rng, backend, model_name, saver, dtype):
     model = make_model(model_name).to(getattr(torch, dtype))
     path = tmp_path / f"{model_name}.ckpt"
     SAVERS[saver](model, path)
@@ -31,13 +31,13 @@ def test_load_all_matches_torch(tmp_path, rng, model_name, saver, dtype):
     prefix = "model." if saver == "lightning" else ""
     nonlinearity = {f"{prefix}rnn.": "relu"} if model_name == "relu_rnn" else None
 
-    layers = fastlstm.load_all(path, nonlinearity=nonlinearity)
+    layers = fastlstm.load_all(path, backend=backend, nonlinearity=nonlinearity)
 
     assert sorted(layers) == sorted(prefix + name for name in RECURRENT[model_name])
     for name, attribute in RECURRENT[model_name].items():
         module = getattr(model, attribute)
         layer = layers[prefix + name]
-        assert type(layer).__name__ == type(module).__name__
+        assert type(layer).__name__ == type(module).__name__ and layer.backend_name == backend
         assert_same_outputs(layer, module, sample_input(module, rng))
 
 

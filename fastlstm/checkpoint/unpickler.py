@@ -20,7 +20,7 @@ import pickle
 
 import numpy as np
 
-from .errors import CorruptCheckpointError, UnsafeCheckpointError
+from .errors import CheckpointError, CorruptCheckpointError, UnsafeCheckpointError
 from .tensors import DTYPES, DType, TensorRecord, check_view, strided_copy
 
 
@@ -172,7 +172,7 @@ class _Call(_ReadOnly):
         try:
             return self._func(*args)
         except (TypeError, ValueError, OverflowError) as error:
-            if isinstance(error, CorruptCheckpointError):
+            if isinstance(error, CheckpointError):
                 raise
             raise CorruptCheckpointError(f"{self._name}{args!r:.120}: {error}") from None
 
