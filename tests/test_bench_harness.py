@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from fastlstm import cli
-from fastlstm.benchmarking import configs, engines, peers, roof, timing
+from fastlstm.benchmarking import configs, engines, peers, report, roof, timing
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -64,6 +64,17 @@ def test_roof_by_hand():
     # stack_bi: 4 matrices per step
     stack = roof.roof_from(configs.CONFIGS["stack_bi"], bandwidth_gbs=100.0, gemm_gflops=1e9)
     assert stack.memory_ms == pytest.approx(4 * 1.048576)
+
+
+def test_an_fp32_engine_below_the_roof_is_called_out():
+    config = configs.CONFIGS["lat_med"]
+    roofs = {("lat_med", 1): roof.roof_from(config, bandwidth_gbs=100.0, gemm_gflops=200.0)}
+    records = [{"config": "lat_med", "threads": 1, "engine": "torch", "kind": "peer",
+                "fp32": True, "median_ms": 0.5, "min_ms": 0.5}]
+    engines.add_roofs(records, roofs)
+    assert records[0]["x_roof"] == pytest.approx(0.5 / 1.048576)
+    text = "\n".join(report.notes(records, {}, {}))
+    assert "WARNING: torch on lat_med" in text and "not a bound" in text
 
 
 def test_timing_warms_up_then_times_the_requested_repeats():

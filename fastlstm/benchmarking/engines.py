@@ -163,7 +163,7 @@ def max_abs_diff(out, reference):
     return float(np.max(np.abs(out.astype(np.float64) - reference)))
 
 
-def bench_cell(engine, case, threads, *, quick=False, repeat=None, roof=None):
+def bench_cell(engine, case, threads, *, quick=False, repeat=None):
     """Build, check against PyTorch fp32, then time ``engine`` on ``case``; returns a record.
 
     A failure to build or run (an engine that cannot handle the case) is recorded
@@ -192,9 +192,17 @@ def bench_cell(engine, case, threads, *, quick=False, repeat=None, roof=None):
         flagged=diff is not None and not diff <= engine.tolerance,
         threads_applied=runner.threads_applied,
     )
-    if roof is not None:
-        record.update(roof_ms=roof.roof_ms, x_roof=measured.median_ms / roof.roof_ms)
     return record
+
+
+def add_roofs(records, roofs):
+    """Give each timed record ``roof_ms`` and ``x_roof`` (its median as a multiple of the
+    roof) from ``roofs`` {(config, threads): Roof}."""
+    for record in records:
+        roof = roofs.get((record["config"], record["threads"]))
+        if roof is not None and "median_ms" in record:
+            record.update(roof_ms=roof.roof_ms, x_roof=record["median_ms"] / roof.roof_ms)
+    return records
 
 
 def add_speedups(records):

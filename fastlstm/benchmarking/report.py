@@ -94,6 +94,12 @@ def notes(records, skipped, machine):
         lines.append(f"{FLAG_LIMIT_NOTE} {record['engine']} on {record['config']} "
                      f"(threads {record['threads']}): max abs diff {record['max_abs_diff']:.2e} "
                      f"> {record['tolerance']:.0e}")
+    below = [r for r in records if r.get("fp32") and r.get("x_roof", 1.0) < 1.0]
+    for record in below:
+        lines.append(f"WARNING: {record['engine']} on {record['config']} (threads "
+                     f"{record['threads']}) ran at {record['x_roof']:.2f}x the roof: a machine "
+                     "figure was measured low (cores shared with another process?); that roof "
+                     "is not a bound")
     for threads, figures in machine.get("gemm_gflops", {}).items():
         lines.append(f"GEMM ceiling, {threads} thread(s): " + ", ".join(
             f"{label} {value:.0f}" for label, value in figures.items()) + " GFLOP/s")
