@@ -112,11 +112,7 @@ def run_onnxruntime(model, feeds):
 
 
 def run_fastlstm(layer, feeds):
-    hx = None
-    if "initial_h" in feeds:
-        hx = onnx_hx(layer, feeds["initial_h"], feeds.get("initial_c"))
-    elif "initial_c" in feeds:
-        hx = onnx_hx(layer, np.zeros_like(feeds["initial_c"]), feeds["initial_c"])
+    hx = onnx_hx(layer, feeds.get("initial_h"), feeds.get("initial_c"))
     out, state = layer(feeds["X"], hx=hx, lengths=feeds.get("sequence_lens"))
     return onnx_outputs(layer, out, state)
 
@@ -169,10 +165,11 @@ def test_node_without_bias(rng, backend, op):
     assert layer.bias is False
 
 
+@pytest.mark.parametrize("state", ["initial_h", "initial_c"])
 @pytest.mark.parametrize("direction", list(DIRECTIONS))
-def test_lstm_initial_c_alone(rng, backend, direction):
-    check_against_onnxruntime(rng, backend, "LSTM", direction=direction, initial_c=True,
-                              lengths=UNSORTED_LENGTHS)
+def test_lstm_one_initial_state_alone(rng, backend, direction, state):
+    check_against_onnxruntime(rng, backend, "LSTM", direction=direction, lengths=UNSORTED_LENGTHS,
+                              **{state: True})
 
 
 @pytest.mark.parametrize("activation", ["Tanh", "Relu"])
@@ -424,7 +421,7 @@ def test_computed_weights_raise(rng):
     model = make_model("GRU", weights)
     model.graph.node.insert(0, helper.make_node("Neg", ["W0"], ["W"]))
     model.graph.initializer[0].name = "W0"
-    with pytest.raises(ValueError, match=r"node 'rnn' \(GRU\): input W \('W'\) is computed by a Neg"):
+    with pytest.raises(ValueError, match=r"node 'rnn' \(GRU\): input W \('W'\) comes from a 'Neg' node"):
         fastlstm.from_onnx(model)
 
 

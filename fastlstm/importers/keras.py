@@ -33,6 +33,8 @@ from ._common import GATE_COUNT, reorder_gates, variant_kwargs
 # Keras gate blocks in PyTorch's order: LSTM i, f, c, o is PyTorch's; GRU z, r, h -> r, z, n
 _GATE_ORDER = {"LSTM": (0, 1, 2, 3), "GRU": (1, 0, 2), "RNN": (0,)}
 _LAYER_CLASS = {"LSTM": LSTM, "GRU": GRU, "RNN": RNN}
+# Keras layer class -> the mode its cell is run with
+_MODES = {"LSTM": "LSTM", "GRU": "GRU", "SimpleRNN": "RNN"}
 _NESTED_MODELS = ("Sequential", "Functional", "Model")
 # recurrent layers without a converter: rejected rather than silently skipped
 _UNSUPPORTED = ("RNN", "StackedRNNCells", "CuDNNLSTM", "CuDNNGRU")
@@ -74,7 +76,7 @@ class KerasLayer:
     def _is_lstm(self):
         return isinstance(self.layer, LSTM)
 
-    def _hx(self, initial_state, batch):
+    def _hx(self, initial_state):
         if initial_state is None:
             return None
         per_direction = 2 if self._is_lstm else 1
@@ -92,7 +94,7 @@ class KerasLayer:
             raise ValueError(f"x: expected a 3-D array (B, T, I) as Keras takes, got shape {x.shape}")
         if self.go_backwards:
             x = x[:, ::-1]
-        out, state = self.layer(x, self._hx(initial_state, x.shape[0]))
+        out, state = self.layer(x, self._hx(initial_state))
         h_n, c_n = state if self._is_lstm else (state, None)  # (D, B, H)
         if self.return_sequences:
             output = out
@@ -250,7 +252,6 @@ def _activation(config, key):
 
 def _check_config(name, mode, config):
     """The cell settings Keras has and fastlstm runs; anything else raises."""
-    allowed = {"LSTM": ("tanh", "sigmoid"), "GRU": ("tanh", "sigmoid"), "RNN": None}[mode]
     activation = _activation(config, "activation") or "tanh"
     if mode == "RNN":
         if activation not in ("tanh", "relu"):
@@ -258,7 +259,7 @@ def _check_config(name, mode, config):
                                       "SimpleRNN supports 'tanh' or 'relu'")
     else:
         recurrent = _activation(config, "recurrent_activation") or "sigmoid"
-        if (activation, recurrent) != allowed:
+        if (activation, recurrent) != ("tanh", "sigmoid"):
             raise NotImplementedError(f"Keras layer {name!r}: activation={activation!r}, "
                                       f"recurrent_activation={recurrent!r}; only 'tanh' and "
                                       "'sigmoid' are supported")
@@ -331,11 +332,8 @@ def _plain(mode):
     return convert
 
 
-_converter("LSTM")(_plain("LSTM"))
-_converter("GRU")(_plain("GRU"))
-_converter("SimpleRNN")(_plain("RNN"))
-
-_MODES = {"LSTM": "LSTM", "GRU": "GRU", "SimpleRNN": "RNN"}
+for _class_name, _mode in _MODES.items():
+    _converter(_class_name)(_plain(_mode))
 
 
 @_converter("Bidirectional")

@@ -13,7 +13,7 @@ Call-time inputs map as follows (fastlstm takes them when the layer is called):
   sequence_lens (B,)                                -> lengths= (each in [1, T])
   initial_h, initial_c (D, B, H) (layout 1: (B, D, H)) -> hx=h0 / hx=(h0, c0), see ``onnx_hx``
   Y (T, D, B, H), Y_h, Y_c (D, B, H)                <- ``onnx_outputs(layer, out, state)``
-Like onnxruntime, steps past a sequence's length give zeros in Y, and Y_h/Y_c are the
+As in onnxruntime (checked by the tests), steps past a length give zeros in Y, and Y_h/Y_c are the
 states after each sequence's last valid step (for the reverse direction: after step 0).
 ``direction="reverse"`` gives a ``ReversedLayer`` around a one-direction layer.
 
@@ -92,7 +92,9 @@ class _Constants:
         return None
 
     def producer(self, name):
-        return self._producers.get(name, "graph input")
+        """What makes ``name``, for messages: "a 'Neg' node" or "a graph input"."""
+        op_type = self._producers.get(name)
+        return "a graph input" if op_type is None else f"a {op_type!r} node"
 
 
 class _Node:
@@ -128,9 +130,9 @@ class _Node:
         name = self._inputs[index]
         array = self._constants.get(name)
         if array is None:
-            raise ValueError(f"{self.where()}: input {label} ({name!r}) is computed by a "
-                             f"{self._constants.producer(name)}, not an initializer or Constant; "
-                             "fastlstm needs the weights at import time")
+            raise ValueError(f"{self.where()}: input {label} ({name!r}) comes from "
+                             f"{self._constants.producer(name)}, not from an initializer or a "
+                             "Constant node; fastlstm needs the weights at import time")
         if array.dtype.kind != "f":
             raise TypeError(f"{self.where()}: input {label} ({name!r}) has dtype {array.dtype}, "
                             "expected floating point")
@@ -168,7 +170,7 @@ def _check_activations(node, mode, directions):
 
 
 def _read_common(node, mode):
-    """Attributes and weights every recurrent node has -> (settings dict, W, R, B, directions)."""
+    """Attributes and weights every recurrent node has -> (direction, layer keywords, W, R, B)."""
     direction = node.attribute("direction", "forward")
     if direction not in _DIRECTIONS:
         raise ValueError(f"{node.where('direction')}: expected one of {list(_DIRECTIONS)}, "
@@ -337,18 +339,21 @@ def from_onnx(path_or_model, node=None, backend="auto"):
 
 # -- ONNX-shaped inputs and outputs ------------------------------------------------------------
 
-def onnx_hx(layer, initial_h, initial_c=None):
-    """ONNX initial_h/initial_c -> the layer's ``hx`` ((D, B, H); layout 1's (B, D, H) transposed)."""
+def onnx_hx(layer, initial_h=None, initial_c=None):
+    """ONNX initial_h/initial_c -> the layer's ``hx``: (D, B, H) each, layout 1's (B, D, H)
+    transposed; a missing one of an LSTM's two is zeros; both missing -> None."""
     def to_layer(state):
         state = np.asarray(state, dtype=np.float32)
         return np.ascontiguousarray(state.transpose(1, 0, 2)) if layer.batch_first else state
-    h0 = to_layer(initial_h)
-    if isinstance(_base(layer), LSTM):
-        c0 = np.zeros_like(h0) if initial_c is None else to_layer(initial_c)
-        return h0, c0
-    if initial_c is not None:
-        raise ValueError(f"initial_c: only LSTM has a cell state, got one for {layer!r}")
-    return h0
+    if not isinstance(_base(layer), LSTM):
+        if initial_c is not None:
+            raise ValueError(f"initial_c: only LSTM has a cell state, got one for {layer!r}")
+        return None if initial_h is None else to_layer(initial_h)
+    if initial_h is None and initial_c is None:
+        return None
+    h0 = None if initial_h is None else to_layer(initial_h)
+    c0 = None if initial_c is None else to_layer(initial_c)
+    return (np.zeros_like(c0) if h0 is None else h0), (np.zeros_like(h0) if c0 is None else c0)
 
 
 def onnx_outputs(layer, out, state):
