@@ -14,6 +14,7 @@ from libc.string cimport memcpy, memset
 cdef extern from "fastlstm_simd.h" nogil:
     enum:
         FL_U
+        FL_MAX_ROWS
         FL_LSTM
         FL_GRU
         FL_RNN_TANH
@@ -291,10 +292,10 @@ cdef void _project_thread(int G, const float *w, long n_blocks, long K, const fl
                           const float *x, long ldx, float *out, long ldo, long n_rows) noexcept nogil:
     cdef long lo, hi
     cdef unsigned csr = fl_ftz_enter()
-    # split rows in whole tiles of 4 so no tile straddles two threads
-    _share((n_rows + 3) // 4, fl_num_threads(), fl_thread_id(), &lo, &hi)
-    lo *= 4
-    hi *= 4
+    # split rows in whole tiles so no tile straddles two threads
+    _share((n_rows + FL_MAX_ROWS - 1) // FL_MAX_ROWS, fl_num_threads(), fl_thread_id(), &lo, &hi)
+    lo *= FL_MAX_ROWS
+    hi *= FL_MAX_ROWS
     if hi > n_rows:
         hi = n_rows
     if hi > lo:

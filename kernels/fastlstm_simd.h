@@ -27,6 +27,9 @@
 
 #define FL_U 16
 #define FL_MAX_ROWS 4
+/* rows of the input projection handled per pass over all blocks: a panel of x
+ * stays in L2 while every block's weights stream past it once */
+#define FL_PANEL_ROWS 96
 
 typedef float v16 __attribute__((vector_size(64)));
 typedef int32_t v16i __attribute__((vector_size(64)));
@@ -257,33 +260,39 @@ static void fl_block(int mode, long n_rows, const fl_block_args *args)
 
 /* out (N, ldo) = x (N, ldx) @ w_blocks + bias: the input projection.
  * w_blocks: n_blocks blocks of (K, G, 16); bias (n_blocks * G * 16,).
- * Rows [row0, row1) only, so threads can split the rows. */
+ * Rows [row0, row1) only, so threads can split the rows.  Loop order: panels of
+ * rows, then blocks, then tiles of rows, so each block's weights are read once
+ * per panel rather than once per tile. */
+#define FL_TILE_CASE(GG, RR) case GG * 8 + RR: fl_tile(GG, RR, w, xr, ldx, K, acc); break;
+#define FL_TILE_CASES(GG) FL_TILE_CASE(GG, 4) FL_TILE_CASE(GG, 3) FL_TILE_CASE(GG, 2) \
+    FL_TILE_CASE(GG, 1)
 static void fl_project_rows(int G, const float *w_blocks, long n_blocks, long K, const float *bias,
                             const float *x, long ldx, float *out, long ldo, long row0, long row1)
 {
     v16 acc[FL_MAX_ROWS][4];
     const long width = (long)G * FL_U;
-    for (long r0 = row0; r0 < row1; r0 += FL_MAX_ROWS) {
-        const long R = row1 - r0 < FL_MAX_ROWS ? row1 - r0 : FL_MAX_ROWS;
+    for (long p0 = row0; p0 < row1; p0 += FL_PANEL_ROWS) {
+        const long p1 = p0 + FL_PANEL_ROWS < row1 ? p0 + FL_PANEL_ROWS : row1;
         for (long blk = 0; blk < n_blocks; blk++) {
             const float *w = w_blocks + blk * K * width;
-            const float *xr = x + r0 * ldx;
-            switch (G * 8 + (int)R) {
-#define FL_PROJ_CASE(GG, RR) case GG * 8 + RR: fl_tile(GG, RR, w, xr, ldx, K, acc); break;
-            FL_PROJ_CASE(4, 4) FL_PROJ_CASE(4, 3) FL_PROJ_CASE(4, 2) FL_PROJ_CASE(4, 1)
-            FL_PROJ_CASE(3, 4) FL_PROJ_CASE(3, 3) FL_PROJ_CASE(3, 2) FL_PROJ_CASE(3, 1)
-            FL_PROJ_CASE(1, 4) FL_PROJ_CASE(1, 3) FL_PROJ_CASE(1, 2) FL_PROJ_CASE(1, 1)
-#undef FL_PROJ_CASE
-            default: break;
-            }
-            for (long r = 0; r < R; r++)
-                for (int g = 0; g < G; g++) {
-                    const long col = blk * width + g * FL_U;
-                    v_store(out + (r0 + r) * ldo + col, acc[r][g] + v_load(bias + col));
+            for (long r0 = p0; r0 < p1; r0 += FL_MAX_ROWS) {
+                const long R = p1 - r0 < FL_MAX_ROWS ? p1 - r0 : FL_MAX_ROWS;
+                const float *xr = x + r0 * ldx;
+                switch (G * 8 + (int)R) {
+                FL_TILE_CASES(4) FL_TILE_CASES(3) FL_TILE_CASES(2) FL_TILE_CASES(1)
+                default: break;
                 }
+                for (long r = 0; r < R; r++)
+                    for (int g = 0; g < G; g++) {
+                        const long col = blk * width + g * FL_U;
+                        v_store(out + (r0 + r) * ldo + col, acc[r][g] + v_load(bias + col));
+                    }
+            }
         }
     }
 }
+#undef FL_TILE_CASES
+#undef FL_TILE_CASE
 
 /* Flush denormals to zero (and treat denormal inputs as zero) while a kernel runs:
  * denormal arithmetic is many times slower.  Returns the previous control word. */
