@@ -135,6 +135,7 @@ class _Workspace:
         self.rh = np.zeros((batch, padded), np.float32) if reset_before else None
         self.z = np.zeros((batch, padded), np.float32) if reset_before else None
         self.all_active = np.full(n_steps, batch, np.int64)
+        self.scratch = np.zeros((max(1, get_num_threads()), batch * 4 * UNITS), np.float32)
         step_flops = 2 * batch * hidden_out * n_blk * gates * UNITS
         self.threads = get_num_threads()
         self.step_threads = _threads_for(step_flops, n_blk)
@@ -203,7 +204,8 @@ def run_layers(mode, layers, hidden_size, proj_size, x, h0, c0, lengths):
                 kernel_mode, ws.xproj3, d * column, direction.w_hh, bool(proj_size),
                 direction.w_hr, direction.b_hn, h_state, c_state, ws.h_full, n_active, d == 1,
                 out, d * hidden_out, hidden_out, ws.step_threads, direction.peep,
-                variant.coupled_input_forget, variant.clip, direction.w_hn, ws.rh, ws.z)
+                variant.coupled_input_forget, variant.clip, direction.w_hn, ws.rh, ws.z,
+                ws.scratch)
             h_n[state] = h_state[final, :, :hidden_out]
             if c0 is not None:
                 c_n[state] = c_state[:, :hidden_size]

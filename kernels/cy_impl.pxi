@@ -43,7 +43,7 @@ cdef extern from "fastlstm_simd.h" nogil:
         float *z
         long ldr
         long ldr2
-    void fl_block(int mode, long n_rows, const fl_block_args *args)
+    void fl_block(int mode, long n_rows, const fl_block_args *args, float *scratch)
     void fl_project_rows(int G, const float *w_blocks, long n_blocks, long K, const float *bias,
                          const float *x, long ldx, float *out, long ldo, long row0, long row1)
     unsigned fl_ftz_enter()
@@ -113,6 +113,8 @@ ctypedef struct SeqArgs:
     float *rh               # (B, ldr) original GRU scratch: r * h
     float *z                # (B, ldr) original GRU scratch: z
     long ldr
+    float *scratch          # (threads, B * 4 * FL_U) per-thread partial gate sums
+    int scratch_threads
 
 
 cdef inline void _share(long n, int parts, int part, long *lo, long *hi) noexcept nogil:
@@ -128,7 +130,10 @@ cdef void _sequence_thread(const SeqArgs *s) noexcept nogil:
     cdef float *h_nxt
     cdef float *y
     cdef fl_block_args a
+    cdef float *scratch = NULL
     cdef unsigned csr = fl_ftz_enter()
+    if tid < s.scratch_threads:
+        scratch = s.scratch + tid * s.batch * 4 * FL_U
     _share(s.n_blk, n_threads, tid, &b0, &b1)
     _share(s.n_pblk, n_threads, tid, &p0, &p1)
     # the state units this thread owns: its blocks, or its projection blocks
@@ -172,7 +177,7 @@ cdef void _sequence_thread(const SeqArgs *s) noexcept nogil:
             a.rh = s.rh + blk * FL_U if s.mode == FL_GRU_RZ else NULL
             a.z = s.z + blk * FL_U if s.mode == FL_GRU_RZ else NULL
             a.ldr = s.ldr
-            fl_block(s.mode, n_act, &a)
+            fl_block(s.mode, n_act, &a, scratch)
         if s.mode == FL_GRU_RZ:
             fl_barrier()  # every unit's r * h complete before the new-gate product
             for blk in range(b0, b1):
@@ -187,7 +192,7 @@ cdef void _sequence_thread(const SeqArgs *s) noexcept nogil:
                 a.b_hn = s.b_hn + blk * FL_U
                 a.h_out = h_nxt + blk * FL_U
                 a.ldo = s.ld_state
-                fl_block(FL_GRU_N, n_act, &a)
+                fl_block(FL_GRU_N, n_act, &a, scratch)
         if s.has_proj:
             fl_barrier()  # h_full complete before any thread projects it
             for blk in range(p0, p1):
@@ -197,7 +202,7 @@ cdef void _sequence_thread(const SeqArgs *s) noexcept nogil:
                 a.ldh = s.ld_full
                 a.h_out = h_nxt + blk * FL_U
                 a.ldo = s.ld_state
-                fl_block(FL_PROJ, n_act, &a)
+                fl_block(FL_PROJ, n_act, &a, scratch)
         if u1 > u0:
             for i in range(s.batch):
                 y = s.out + (t * s.batch + i) * s.ldy + s.out_col + u0
@@ -217,7 +222,8 @@ def run_sequence(int mode, const float[:, :, ::1] xproj, long xcol,
                  float[:, ::1] h_full, const long[::1] n_active, bint reverse,
                  float[:, :, ::1] out, long out_col, long hidden_out, int n_threads,
                  const float[:, :, ::1] peep=None, bint coupled=False, clip=None,
-                 const float[:, :, ::1] w_hn=None, float[:, ::1] rh=None, float[:, ::1] z=None):
+                 const float[:, :, ::1] w_hn=None, float[:, ::1] rh=None, float[:, ::1] z=None,
+                 float[:, ::1] scratch=None):
     """Run one direction of one layer over all steps; returns the index of
     ``h_state`` that holds the final state.
 
@@ -238,6 +244,8 @@ def run_sequence(int mode, const float[:, :, ::1] xproj, long xcol,
     w_hn     (n_blk, H, 16) IN        original GRU (mode GRU_RESET_BEFORE): new-gate
                                       weights; w_hh then holds r, z only (G*16 = 32)
     rh, z    (B, n_blk*16)            original GRU scratch
+    scratch  (n_threads, B*64)        per-thread partial sums for the K-chunked product
+                                      at large batch (optional)
     All arrays non-empty, shapes consistent (checked by the caller).
     """
     cdef SeqArgs s
@@ -277,6 +285,10 @@ def run_sequence(int mode, const float[:, :, ::1] xproj, long xcol,
     s.rh = &rh[0, 0] if rh is not None else NULL
     s.z = &z[0, 0] if z is not None else NULL
     s.ldr = rh.shape[1] if rh is not None else 0
+    s.scratch = &scratch[0, 0] if scratch is not None else NULL
+    s.scratch_threads = scratch.shape[0] if scratch is not None else 0
+    if scratch is not None and scratch.shape[1] < s.batch * 4 * FL_U:
+        raise ValueError("scratch: expected at least B*64 floats per thread")
     if mode == FL_GRU_RZ and (w_hn is None or rh is None or z is None):
         raise ValueError("the original GRU needs w_hn, rh and z")
     if n_threads <= 1:

@@ -30,6 +30,8 @@
 /* rows of the input projection handled per pass over all blocks: a panel of x
  * stays in L2 while every block's weights stream past it once */
 #define FL_PANEL_ROWS 96
+/* K rows of a block's weights per pass: 128 x 64 floats = 32 KiB, inside L1 */
+#define FL_KCHUNK 128
 
 typedef float v16 __attribute__((vector_size(64)));
 typedef int32_t v16i __attribute__((vector_size(64)));
@@ -85,17 +87,18 @@ FL_INLINE v16 v_clip(v16 x, float clip)
     return v_select(x < -clip, v_splat(-clip), x);
 }
 
-/* acc[r][g] = sum_k h[r*ldh + k] * w[(k*G + g)*16 ...]  for R rows, G gate vectors.
+/* acc[r][g] (+)= sum_k h[r*ldh + k] * w[(k*G + g)*16 ...]  for R rows, G gate vectors.
  * w: (K, G, 16) one block; h: R rows of K values, stride ldh.
  * With one row the FMA chains are split over even and odd k to hide latency. */
 FL_INLINE void fl_tile(const int G, const int R, const float *restrict w,
-                       const float *restrict h, long ldh, long K, v16 acc[FL_MAX_ROWS][4])
+                       const float *restrict h, long ldh, long K, v16 acc[FL_MAX_ROWS][4],
+                       const int accumulate)
 {
     v16 a[FL_MAX_ROWS][4], b[4];
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
-        for (int g = 0; g < G; g++) a[r][g] = v_splat(0.0f);
+        for (int g = 0; g < G; g++) a[r][g] = accumulate ? acc[r][g] : v_splat(0.0f);
 #pragma GCC unroll 4
     for (int g = 0; g < G; g++) b[g] = v_splat(0.0f);
     long k = 0;
@@ -152,12 +155,12 @@ typedef struct {
     long ldr2;           /* FL_GRU_N: row stride of h_self (the state), as a->ldh is r*h's */
 } fl_block_args;
 
-FL_INLINE void fl_block_rows(const int mode, const int R, const fl_block_args *a)
+/* The pointwise half of a block: gate pre-activations acc -> new state. */
+FL_INLINE void fl_pointwise(const int mode, const int R, const fl_block_args *a,
+                            v16 acc[FL_MAX_ROWS][4])
 {
-    v16 acc[FL_MAX_ROWS][4];
     switch (mode) {
     case FL_LSTM:
-        fl_tile(4, R, a->w, a->h, a->ldh, a->K, acc);
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
             const float *x = a->x + r * a->ldx;
@@ -182,7 +185,6 @@ FL_INLINE void fl_block_rows(const int mode, const int R, const fl_block_args *a
         }
         break;
     case FL_GRU:
-        fl_tile(3, R, a->w, a->h, a->ldh, a->K, acc);
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
             const float *x = a->x + r * a->ldx;
@@ -197,7 +199,6 @@ FL_INLINE void fl_block_rows(const int mode, const int R, const fl_block_args *a
         }
         break;
     case FL_GRU_RZ:
-        fl_tile(2, R, a->w, a->h, a->ldh, a->K, acc);
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
             const float *x = a->x + r * a->ldx;
@@ -207,8 +208,7 @@ FL_INLINE void fl_block_rows(const int mode, const int R, const fl_block_args *a
             v_store(a->z + r * a->ldr, v_sigmoid(pz));
         }
         break;
-    case FL_GRU_N:
-        fl_tile(1, R, a->w, a->h, a->ldh, a->K, acc);  /* a->h is r*h here */
+    case FL_GRU_N:  /* the product was of r*h */
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
             v16 pn = v_load(a->x + r * a->ldx + 2 * FL_U) + acc[r][0] + v_load(a->b_hn);
@@ -221,7 +221,6 @@ FL_INLINE void fl_block_rows(const int mode, const int R, const fl_block_args *a
         break;
     case FL_RNN_TANH:
     case FL_RNN_RELU:
-        fl_tile(1, R, a->w, a->h, a->ldh, a->K, acc);
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
             v16 pre = acc[r][0] + v_load(a->x + r * a->ldx);
@@ -230,32 +229,124 @@ FL_INLINE void fl_block_rows(const int mode, const int R, const fl_block_args *a
         }
         break;
     case FL_PROJ:
-        fl_tile(1, R, a->w, a->h, a->ldh, a->K, acc);
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) v_store(a->h_out + r * a->ldo, acc[r][0]);
         break;
     }
 }
 
-/* One block, n_rows rows (any count), in tiles of FL_MAX_ROWS. */
-static void fl_block(int mode, long n_rows, const fl_block_args *args)
+/* Number of gate vectors per block row for each mode. */
+FL_INLINE int fl_gates(const int mode)
 {
+    switch (mode) {
+    case FL_LSTM: return 4;
+    case FL_GRU: return 3;
+    case FL_GRU_RZ: return 2;
+    default: return 1;
+    }
+}
+
+FL_INLINE void fl_tile_mode(const int mode, const int R, const float *w, const float *h, long ldh,
+                            long K, v16 acc[FL_MAX_ROWS][4], const int accumulate)
+{
+    switch (fl_gates(mode)) {
+    case 4: fl_tile(4, R, w, h, ldh, K, acc, accumulate); break;
+    case 3: fl_tile(3, R, w, h, ldh, K, acc, accumulate); break;
+    case 2: fl_tile(2, R, w, h, ldh, K, acc, accumulate); break;
+    default: fl_tile(1, R, w, h, ldh, K, acc, accumulate); break;
+    }
+}
+
+/* R rows of one block: the recurrent product, then the pointwise update. */
+FL_INLINE void fl_block_rows(const int mode, const int R, const fl_block_args *a)
+{
+    v16 acc[FL_MAX_ROWS][4];
+    fl_tile_mode(mode, R, a->w, a->h, a->ldh, a->K, acc, 0);
+    fl_pointwise(mode, R, a, acc);
+}
+
+/* R rows of one block whose products are already in gates (rows of G*16, stride ldg). */
+FL_INLINE void fl_block_rows_from(const int mode, const int R, const fl_block_args *a,
+                                  const float *gates, long ldg)
+{
+    v16 acc[FL_MAX_ROWS][4];
+    const int G = fl_gates(mode);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int g = 0; g < 4; g++)
+            if (g < G) acc[r][g] = v_load(gates + r * ldg + g * FL_U);
+    fl_pointwise(mode, R, a, acc);
+}
+
+FL_INLINE void fl_advance(const int mode, fl_block_args *a, long rows)
+{
+    a->h += rows * a->ldh; a->x += rows * a->ldx; a->c += rows * a->ldc;
+    a->h_out += rows * a->ldo;
+    a->h_self += rows * (mode == FL_GRU_N ? a->ldr2 : a->ldh);
+    if (a->rh) a->rh += rows * a->ldr;
+    if (a->z) a->z += rows * a->ldr;
+}
+
+#define FL_ROW_TAIL(CALL) \
+    switch (n_rows - r) { \
+    case 3: CALL(3); break; case 2: CALL(2); break; case 1: CALL(1); break; default: break; }
+
+/* Many rows: the product over K in chunks whose weights stay in L1 while every
+ * row tile passes, partial sums kept in scratch (n_rows, G*16); then pointwise. */
+static void fl_block_chunked(int mode, long n_rows, const fl_block_args *args, float *scratch)
+{
+    const int G = fl_gates(mode);
+    const long ldg = (long)G * FL_U;
+    v16 acc[FL_MAX_ROWS][4];
+    for (long k0 = 0; k0 < args->K; k0 += FL_KCHUNK) {
+        const long kc = args->K - k0 < FL_KCHUNK ? args->K - k0 : FL_KCHUNK;
+        const float *w = args->w + k0 * ldg;
+        for (long r0 = 0; r0 < n_rows; r0 += FL_MAX_ROWS) {
+            const long R = n_rows - r0 < FL_MAX_ROWS ? n_rows - r0 : FL_MAX_ROWS;
+            float *gates = scratch + r0 * ldg;
+            const float *h = args->h + r0 * args->ldh + k0;
+            for (long r = 0; r < R; r++)
+                for (int g = 0; g < G; g++)
+                    acc[r][g] = k0 ? v_load(gates + r * ldg + g * FL_U) : v_splat(0.0f);
+            switch (R) {
+            case 4: fl_tile_mode(mode, 4, w, h, args->ldh, kc, acc, 1); break;
+            case 3: fl_tile_mode(mode, 3, w, h, args->ldh, kc, acc, 1); break;
+            case 2: fl_tile_mode(mode, 2, w, h, args->ldh, kc, acc, 1); break;
+            default: fl_tile_mode(mode, 1, w, h, args->ldh, kc, acc, 1); break;
+            }
+            for (long r = 0; r < R; r++)
+                for (int g = 0; g < G; g++) v_store(gates + r * ldg + g * FL_U, acc[r][g]);
+        }
+    }
+    fl_block_args a = *args;
+    long r = 0;
+    for (; r + FL_MAX_ROWS <= n_rows; r += FL_MAX_ROWS) {
+        fl_block_rows_from(mode, FL_MAX_ROWS, &a, scratch + r * ldg, ldg);
+        fl_advance(mode, &a, FL_MAX_ROWS);
+    }
+#define FL_FROM(RR) fl_block_rows_from(mode, RR, &a, scratch + r * ldg, ldg)
+    FL_ROW_TAIL(FL_FROM)
+#undef FL_FROM
+}
+
+/* One block, n_rows rows (any count), in tiles of FL_MAX_ROWS.  scratch
+ * (n_rows * G * 16 floats, or NULL) enables the K-chunked path for many rows. */
+static void fl_block(int mode, long n_rows, const fl_block_args *args, float *scratch)
+{
+    if (scratch && n_rows > FL_MAX_ROWS && args->K > FL_KCHUNK) {
+        fl_block_chunked(mode, n_rows, args, scratch);
+        return;
+    }
     fl_block_args a = *args;
     long r = 0;
     for (; r + FL_MAX_ROWS <= n_rows; r += FL_MAX_ROWS) {
         fl_block_rows(mode, FL_MAX_ROWS, &a);
-        a.h += FL_MAX_ROWS * a.ldh; a.x += FL_MAX_ROWS * a.ldx; a.c += FL_MAX_ROWS * a.ldc;
-        a.h_out += FL_MAX_ROWS * a.ldo;
-        a.h_self += FL_MAX_ROWS * (mode == FL_GRU_N ? a.ldr2 : a.ldh);
-        if (a.rh) a.rh += FL_MAX_ROWS * a.ldr;
-        if (a.z) a.z += FL_MAX_ROWS * a.ldr;
+        fl_advance(mode, &a, FL_MAX_ROWS);
     }
-    switch (n_rows - r) {
-    case 3: fl_block_rows(mode, 3, &a); break;
-    case 2: fl_block_rows(mode, 2, &a); break;
-    case 1: fl_block_rows(mode, 1, &a); break;
-    default: break;
-    }
+#define FL_ROWS(RR) fl_block_rows(mode, RR, &a)
+    FL_ROW_TAIL(FL_ROWS)
+#undef FL_ROWS
 }
 
 /* out (N, ldo) = x (N, ldx) @ w_blocks + bias: the input projection.
@@ -263,7 +354,7 @@ static void fl_block(int mode, long n_rows, const fl_block_args *args)
  * Rows [row0, row1) only, so threads can split the rows.  Loop order: panels of
  * rows, then blocks, then tiles of rows, so each block's weights are read once
  * per panel rather than once per tile. */
-#define FL_TILE_CASE(GG, RR) case GG * 8 + RR: fl_tile(GG, RR, w, xr, ldx, K, acc); break;
+#define FL_TILE_CASE(GG, RR) case GG * 8 + RR: fl_tile(GG, RR, w, xr, ldx, kc, acc, 1); break;
 #define FL_TILE_CASES(GG) FL_TILE_CASE(GG, 4) FL_TILE_CASE(GG, 3) FL_TILE_CASE(GG, 2) \
     FL_TILE_CASE(GG, 1)
 static void fl_project_rows(int G, const float *w_blocks, long n_blocks, long K, const float *bias,
@@ -274,19 +365,28 @@ static void fl_project_rows(int G, const float *w_blocks, long n_blocks, long K,
     for (long p0 = row0; p0 < row1; p0 += FL_PANEL_ROWS) {
         const long p1 = p0 + FL_PANEL_ROWS < row1 ? p0 + FL_PANEL_ROWS : row1;
         for (long blk = 0; blk < n_blocks; blk++) {
-            const float *w = w_blocks + blk * K * width;
-            for (long r0 = p0; r0 < p1; r0 += FL_MAX_ROWS) {
-                const long R = p1 - r0 < FL_MAX_ROWS ? p1 - r0 : FL_MAX_ROWS;
-                const float *xr = x + r0 * ldx;
-                switch (G * 8 + (int)R) {
-                FL_TILE_CASES(4) FL_TILE_CASES(3) FL_TILE_CASES(2) FL_TILE_CASES(1)
-                default: break;
-                }
-                for (long r = 0; r < R; r++)
-                    for (int g = 0; g < G; g++) {
-                        const long col = blk * width + g * FL_U;
-                        v_store(out + (r0 + r) * ldo + col, acc[r][g] + v_load(bias + col));
+            for (long k0 = 0; k0 < K; k0 += FL_KCHUNK) {
+                const long kc = K - k0 < FL_KCHUNK ? K - k0 : FL_KCHUNK;
+                const float *w = w_blocks + (blk * K + k0) * width;
+                const int last = k0 + kc == K;
+                for (long r0 = p0; r0 < p1; r0 += FL_MAX_ROWS) {
+                    const long R = p1 - r0 < FL_MAX_ROWS ? p1 - r0 : FL_MAX_ROWS;
+                    const float *xr = x + r0 * ldx + k0;
+                    float *o = out + r0 * ldo + blk * width;
+                    for (long r = 0; r < R; r++)
+                        for (int g = 0; g < G; g++)
+                            acc[r][g] = k0 ? v_load(o + r * ldo + g * FL_U) : v_splat(0.0f);
+                    switch (G * 8 + (int)R) {
+                    FL_TILE_CASES(4) FL_TILE_CASES(3) FL_TILE_CASES(2) FL_TILE_CASES(1)
+                    default: break;
                     }
+                    for (long r = 0; r < R; r++)
+                        for (int g = 0; g < G; g++) {
+                            v16 v = acc[r][g];
+                            if (last) v += v_load(bias + blk * width + g * FL_U);
+                            v_store(o + r * ldo + g * FL_U, v);
+                        }
+                }
             }
         }
     }
