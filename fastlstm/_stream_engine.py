@@ -69,9 +69,11 @@ class _Engine:
         self.proj_size = layer.proj_size
         self.hidden_out = layer.proj_size or layer.hidden_size
         self.has_cell = self.mode == "LSTM"
-        self.variant = getattr(self.layers[0], "variant", None)
-        self.reset_before = (self.mode == "GRU" and self.variant is not None
-                             and not self.variant.linear_before_reset)  # the original GRU
+
+    def _read_variant(self):
+        """The cell variant the glue packed (peepholes, clip, ...), for the kernels' arguments."""
+        self.variant = self.layers[0].variant
+        self.reset_before = self.mode == "GRU" and not self.variant.linear_before_reset  # original GRU
 
 
 class _CythonEngine(_Engine):
@@ -85,6 +87,7 @@ class _CythonEngine(_Engine):
         super().__init__(layer)
         from . import cython_glue as glue
 
+        self._read_variant()
         self._glue = glue
         self._gates = GATES[self.mode]
         self._width = self._gates * glue.UNITS                       # G*16
@@ -93,8 +96,7 @@ class _CythonEngine(_Engine):
         self._ld_c = self._n_blk * glue.UNITS                       # padded H
         self._kernel_mode = (glue._kernels.GRU_RESET_BEFORE if self.reset_before
                              else glue._MODE[self.mode])
-        # PyTorch layers call the kernel without the variant arguments (their defaults)
-        self._pytorch = self.variant is None or self.variant.is_pytorch
+        self._pytorch = self.variant.is_pytorch
 
     def new_state(self, batch):
         pairs = [np.zeros((2, batch, self._ld_h), np.float32) for _ in range(self.num_layers)]
@@ -123,33 +125,41 @@ class _CythonEngine(_Engine):
         h_full = padded() if has_proj else glue._DUMMY_MATRIX
         rh, z = (padded(), padded()) if self.reset_before else (None, None)
         outs, out_rows = _layer_outputs(n_steps, batch, hidden_out, self.num_layers)
-        steps = []
-        for index, layer in enumerate(self.layers):
-            direction = layer.directions[0]
-            extra = () if self._pytorch else (
-                direction.peep, self.variant.coupled_input_forget, self.variant.clip,
-                direction.w_hn, rh, z)
-            pair = state.pairs[index]
-            steps.append((layer.w_ih, layer.bias, direction.w_hh, direction.w_hr, direction.b_hn,
-                          pair, state.cells[index], pair[0], pair[1], outs[index], out_rows[index],
-                          extra))
-        # [setting, project threads, sequence threads]: the rule of cython_glue.run_layers
-        # for every row active, redone when set_num_threads changes
-        threads = [None, 1, 1]
         step_flops = 2 * batch * hidden_out * columns
 
+        def bind(num_threads):
+            """Thread counts (cython_glue.run_layers' rule for every row active) and each
+            layer's kernel arguments, for this set_num_threads setting."""
+            # per-thread partial sums for the K-chunked product at large batch
+            scratch = (np.zeros((max(1, num_threads), batch * 4 * glue.UNITS), np.float32),)
+            steps = []
+            for index, layer in enumerate(self.layers):
+                direction, pair = layer.directions[0], state.pairs[index]
+                if self._pytorch and batch == 1:  # every optional argument at its default
+                    extra = ()
+                else:
+                    extra = (direction.peep, self.variant.coupled_input_forget, self.variant.clip,
+                             direction.w_hn, rh, z) + (scratch if batch > 1 else ())
+                steps.append((layer.w_ih, layer.bias, direction.w_hh, direction.w_hr,
+                              direction.b_hn, pair, state.cells[index], pair[0], pair[1],
+                              outs[index], out_rows[index], extra))
+            return (glue._threads_for(step_flops * n_steps, n_steps * batch),
+                    glue._threads_for(step_flops, n_blk), steps)
+
+        bound = [None, None]  # [the get_num_threads() value, bind(value)]
+
         def run(rows, out):
-            if get_num_threads() != threads[0]:
-                threads[:] = [get_num_threads(),
-                              glue._threads_for(step_flops * n_steps, n_steps * batch),
-                              glue._threads_for(step_flops, n_blk)]
+            num_threads = get_num_threads()
+            if num_threads != bound[0]:
+                bound[:] = num_threads, bind(num_threads)
+            project_threads, threads, steps = bound[1]
             for (w_ih, bias, w_hh, w_hr, b_hn, pair, cell, h_now, h_odd, dest, next_rows,
                  extra) in steps:
-                project(gates, w_ih, bias, rows, xproj_rows, threads[1])
+                project(gates, w_ih, bias, rows, xproj_rows, project_threads)
                 if run_sequence(mode, xproj, 0, w_hh, has_proj, w_hr, b_hn, pair, cell, h_full,
                                 n_active, False, out if dest is None else dest, 0, hidden_out,
-                                threads[2], *extra):
-                    h_now[...] = h_odd
+                                threads, *extra):
+                    h_now[...] = h_odd  # h is in the pair's second half after an odd chunk
                 rows = next_rows
 
         return run
@@ -165,11 +175,12 @@ class _NumbaEngine(_Engine):
         from .kernels.numba_rnn import rnn_sequence
         from .numba_glue import _EMPTY_MATRIX
 
+        self._read_variant()
         self._sequence = {"LSTM": lstm_sequence, "GRU": gru_sequence}.get(self.mode, rnn_sequence)
         self._empty = _EMPTY_MATRIX
         self._gate_width = GATES[self.mode] * self.hidden_size
-        self._clip = np.inf if self.variant is None or self.variant.clip is None else self.variant.clip
-        self._coupled = self.variant is not None and self.variant.coupled_input_forget
+        self._clip = np.inf if self.variant.clip is None else self.variant.clip
+        self._coupled = self.variant.coupled_input_forget
 
     def new_state(self, batch):
         h = [np.zeros((batch, self.hidden_out), np.float32) for _ in range(self.num_layers)]

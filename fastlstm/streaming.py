@@ -22,7 +22,6 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import _validate
-from ._arrays import to_numpy
 from ._stream_engine import make_engine
 
 _F32 = np.dtype(np.float32)
