@@ -170,12 +170,16 @@ class _NumbaEngine(_Engine):
 
     def __init__(self, layer):
         super().__init__(layer)
+        from .kernels.blas_threads import capped
+        from .kernels.config import BLAS_MIN_BATCH
+        from .kernels.numba_common import project
         from .kernels.numba_gru import gru_sequence
         from .kernels.numba_lstm import lstm_sequence
         from .kernels.numba_rnn import rnn_sequence
         from .numba_glue import _EMPTY_MATRIX
 
         self._read_variant()
+        self._capped, self._blas_min_batch, self._project = capped, BLAS_MIN_BATCH, project
         self._sequence = {"LSTM": lstm_sequence, "GRU": gru_sequence}.get(self.mode, rnn_sequence)
         self._empty = _EMPTY_MATRIX
         self._gate_width = GATES[self.mode] * self.hidden_size
@@ -199,7 +203,7 @@ class _NumbaEngine(_Engine):
         gates_n, rh = (scratch(hidden), scratch(hidden)) if self.reset_before else (empty, empty)
         h_full, h_proj = (scratch(hidden), scratch(self.proj_size)) if self.proj_size else (empty, empty)
         outs, out_rows = _layer_outputs(n_steps, batch, self.hidden_out, self.num_layers)
-        sequence, clip = self._sequence, self._clip
+        sequence, project, clip = self._sequence, self._project, self._clip
         calls = []  # per layer: (w_ih, bias, the kernel's arguments before / after ``out``)
         for index, layer in enumerate(self.layers):
             d, h = layer.directions[0], state.h[index]
@@ -215,12 +219,21 @@ class _NumbaEngine(_Engine):
                 after = (0, h, gates, clip)
             calls.append((layer.w_ih, layer.bias, before, after, outs[index], out_rows[index]))
 
-        def run(rows, out):
+        def run_calls(rows, out):
             for w_ih, bias, before, after, dest, next_rows in calls:
-                np.matmul(rows, w_ih, out=xproj_rows)
-                np.add(xproj_rows, bias, out=xproj_rows)
+                project(rows, w_ih, bias, xproj_rows)
                 sequence(*before, out if dest is None else dest, *after)
                 rows = next_rows
+
+        if n_steps * batch < self._blas_min_batch:  # every product is the kernels' own loop
+            return run_calls
+        capped = self._capped
+
+        def run(rows, out):
+            # SciPy's BLAS capped at get_num_threads(), as numba_glue.run_layers does:
+            # uncapped, its threads spin against ours on a busy machine
+            with capped(get_num_threads()):
+                run_calls(rows, out)
 
         return run
 
