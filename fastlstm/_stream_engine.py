@@ -96,7 +96,6 @@ class _CythonEngine(_Engine):
         self._ld_c = self._n_blk * glue.UNITS                       # padded H
         self._kernel_mode = (glue._kernels.GRU_RESET_BEFORE if self.reset_before
                              else glue._MODE[self.mode])
-        self._pytorch = self.variant.is_pytorch
 
     def new_state(self, batch):
         pairs = [np.zeros((2, batch, self._ld_h), np.float32) for _ in range(self.num_layers)]
@@ -131,18 +130,18 @@ class _CythonEngine(_Engine):
             """Thread counts (cython_glue.run_layers' rule for every row active) and each
             layer's kernel arguments, for this set_num_threads setting."""
             # per-thread partial sums for the K-chunked product at large batch
-            scratch = (np.zeros((max(1, num_threads), batch * 4 * glue.UNITS), np.float32),)
-            steps = []
+            scratch = (np.zeros((max(1, num_threads), batch * 4 * glue.UNITS), np.float32)
+                       if batch > 1 else None)
+            variant, steps = self.variant, []
             for index, layer in enumerate(self.layers):
                 direction, pair = layer.directions[0], state.pairs[index]
-                if self._pytorch and batch == 1:  # every optional argument at its default
-                    extra = ()
-                else:
-                    extra = (direction.peep, self.variant.coupled_input_forget, self.variant.clip,
-                             direction.w_hn, rh, z) + (scratch if batch > 1 else ())
-                steps.append((layer.w_ih, layer.bias, direction.w_hh, direction.w_hr,
-                              direction.b_hn, pair, state.cells[index], pair[0], pair[1],
-                              outs[index], out_rows[index], extra))
+                # run_sequence's arguments after n_threads, as cython_glue.run_layers passes them
+                extra = (direction.peep, variant.coupled_input_forget, variant.clip,
+                         direction.w_hn, rh, z, scratch, direction.scale_hh, direction.scale_hr,
+                         direction.scale_hn)
+                steps.append((layer.w_ih, layer.bias, layer.scale_ih, direction.w_hh,
+                              direction.w_hr, direction.b_hn, pair, state.cells[index], pair[0],
+                              pair[1], outs[index], out_rows[index], extra))
             return (glue._threads_for(step_flops * n_steps, n_steps * batch),
                     glue._threads_for(step_flops, n_blk), steps)
 
@@ -153,9 +152,9 @@ class _CythonEngine(_Engine):
             if num_threads != bound[0]:
                 bound[:] = num_threads, bind(num_threads)
             project_threads, threads, steps = bound[1]
-            for (w_ih, bias, w_hh, w_hr, b_hn, pair, cell, h_now, h_odd, dest, next_rows,
-                 extra) in steps:
-                project(gates, w_ih, bias, rows, xproj_rows, project_threads)
+            for (w_ih, bias, scale_ih, w_hh, w_hr, b_hn, pair, cell, h_now, h_odd, dest,
+                 next_rows, extra) in steps:
+                project(gates, w_ih, bias, rows, xproj_rows, project_threads, scale_ih)
                 if run_sequence(mode, xproj, 0, w_hh, has_proj, w_hr, b_hn, pair, cell, h_full,
                                 n_active, False, out if dest is None else dest, 0, hidden_out,
                                 threads, *extra):

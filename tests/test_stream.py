@@ -97,6 +97,23 @@ def test_variants_chunked(backend, rng, kwargs):
     assert_state_close(stream.state, expected_state, CHUNKED)
 
 
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_reduced_precision_chunked(rng, precision):
+    """bf16/int8 weights (Cython backend): the stream runs the same reduced-precision kernels."""
+    if "cython" not in fastlstm.available_backends():
+        pytest.skip("reduced precision runs on the cython backend")
+    layer = make_layer("LSTM", "cython", rng, num_layers=2)
+    if not hasattr(layer, "with_precision"):
+        pytest.skip("this fastlstm has no reduced precision")
+    layer = layer.with_precision(precision)
+    x = rng.standard_normal((9, 2, 5)).astype(np.float32)
+    expected_out, expected_state = whole(layer, x)
+    stream = layer.stream(batch_size=2)
+    got = feed(stream, x, chunks_of([1, 3, 2], 9), 0)
+    np.testing.assert_allclose(got, expected_out, **CHUNKED)
+    assert_state_close(stream.state, expected_state, CHUNKED)
+
+
 def test_unbatched_chunks(backend, rng):
     layer = make_layer("LSTM", backend, rng, num_layers=2)
     x = rng.standard_normal((9, 5)).astype(np.float32)
