@@ -384,7 +384,11 @@ class StreamPool:
             if not inputs:
                 return {}
             sids = list(inputs)
-            rows = np.fromiter((self._row(sid) for sid in sids), np.int64, len(sids))  # (k,)
+            try:
+                rows = [self._row_of[sid] for sid in sids]  # (k,) the sessions' rows
+            except (KeyError, TypeError):
+                rows = [self._row(sid) for sid in sids]  # raises, naming the session
+            rows = np.array(rows, np.intp)
             x, single = self._stack(sids, list(inputs.values()))  # (T, k, I)
             n_steps, batch = x.shape[0], x.shape[1]
             if self.layer._layers is not self._engine.layers:  # weights reloaded
@@ -401,23 +405,28 @@ class StreamPool:
                 self._h[index, rows] = state.h[index]
                 if self._c is not None:
                     self._c[index, rows] = state.c[index]
+        if single is True:  # every x was (I,): y[0] is (k, H_out), one row per session
+            return dict(zip(sids, y[0]))
         per_session = np.ascontiguousarray(y.transpose(1, 0, 2))  # (k, T, H_out); no copy if T == 1
+        if single is False:
+            return dict(zip(sids, per_session))
         return {sid: per_session[j, 0] if single[j] else per_session[j]
                 for j, sid in enumerate(sids)}
 
     def _stack(self, sids, values):
-        """Inputs -> ((T, k, I) float32 C-contiguous, per-session "was 1-D" flags)."""
+        """Inputs -> ((T, k, I) float32 C-contiguous, "was 1-D": True/False for every
+        session alike, else a list of per-session flags)."""
         size = self.layer.input_size
-        try:  # common case: float32 arrays of one shape
-            stacked = np.stack(values, axis=-2)
+        try:  # common case: float32 arrays of one shape (np.array beats np.stack 4x here)
+            stacked = np.array(values)  # (k, I) or (k, T, I)
         except (ValueError, TypeError):
             stacked = None
         if (stacked is not None and stacked.dtype == _F32 and stacked.shape[-1] == size
                 and stacked.size > 0):
             if stacked.ndim == 2:  # every x (I,)
-                return stacked[None], [True] * len(values)
+                return stacked[None], True
             if stacked.ndim == 3:
-                return stacked, [False] * len(values)
+                return np.ascontiguousarray(stacked.transpose(1, 0, 2)), False
         # slow path: check each session, naming the first that is wrong
         arrays, single, steps = [], [], None
         for sid, value in zip(sids, values):
