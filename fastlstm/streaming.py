@@ -51,10 +51,13 @@ def _busy(what):
 class _Plan:
     """How a chunk of one shape maps onto the engine.
 
+    run:          the engine's run(rows, out) for chunks of T steps
     rows_shape:   the chunk viewed as (T*B, I); None when the chunk already is that
     out_shape:    the result's shape in the caller's layout
-    kernel_shape: the result viewed as (T, B, H_out) for the kernels; None when a
-                  batch-first result needs a transpose (B > 1 and T > 1)
+    kernel_shape: (T, B, H_out), the view of the result the kernels write; None when
+                  the result already has that shape
+    fast:         False for a batch-first chunk with B > 1 and T > 1, whose memory
+                  order differs from the kernels' (copied through a transpose)
     """
 
     __slots__ = ("run", "rows_shape", "out_shape", "kernel_shape", "fast")
@@ -62,7 +65,7 @@ class _Plan:
     def __init__(self, run, rows_shape, out_shape, kernel_shape, fast):
         self.run, self.rows_shape = run, rows_shape
         self.out_shape, self.kernel_shape = out_shape, kernel_shape
-        self.fast = fast  # float32 C-contiguous chunks of this shape skip validation
+        self.fast = fast
 
 
 class Stream:
