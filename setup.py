@@ -21,7 +21,8 @@ ISA_FLAGS = {
     "_cy_avx2": ["-mavx2", "-mfma", "-mf16c"],
     "_cy_generic": [],
 }
-COMMON_FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-Wno-unused-function", "-Wno-psabi"]
+COMMON_FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-Wno-unused-function", "-Wno-psabi",
+                "-Wno-maybe-uninitialized"]
 
 DEBUG = os.environ.get("FASTLSTM_DEBUG_BOUNDS") == "1"
 DIRECTIVES = {

@@ -32,17 +32,40 @@ def available_backends():
     return [name for name in _MODULES if _load(name) is not None]
 
 
-def resolve_backend(name="auto"):
-    """The backend module for ``name`` ("auto" or one of ``available_backends()``)."""
+# Backends that run reduced-precision (bf16, int8) weights.
+REDUCED_PRECISION = ("cython",)
+
+
+def _auto_choice(candidates):
+    """The measured rule behind "auto".
+
+    The Cython kernels built for AVX-512 beat the Numba ones on every config of
+    the bench table (fastlstm bench --configs all: lat_med 1.6 vs 4.6 ms, thr_med
+    54 vs 180 ms, 1 thread).  Built for AVX2 or the x86-64 baseline they are
+    slower than Numba (lat_med, FASTLSTM_ISA=avx2: 6.8 ms vs 4.4 ms; generic:
+    5.8 ms vs 3.3 ms), so on such CPUs fp32 goes to Numba.
+    """
+    if "cython" in candidates and (_loaded["cython"].ISA == "avx512" or "numba" not in candidates):
+        return "cython"
+    return candidates[0] if "numba" not in candidates else "numba"
+
+
+def resolve_backend(name="auto", precision="fp32"):
+    """The backend module for ``name`` ("auto" or one of ``available_backends()``).
+
+    With a reduced ``precision``, "auto" only considers backends that run it.
+    """
     if not isinstance(name, str):
         raise TypeError(f"backend: expected a string, got {type(name).__name__}")
     if name == "auto":
         name = os.environ.get("FASTLSTM_BACKEND", "auto") or "auto"
         if name == "auto":
-            available = available_backends()
+            available = [backend for backend in available_backends()
+                         if precision == "fp32" or backend in REDUCED_PRECISION]
             if not available:
-                raise RuntimeError(f"no fastlstm backend can be loaded: {_failed}")
-            return _loaded[available[0]]
+                raise RuntimeError(f"no fastlstm backend can run precision={precision!r} here: "
+                                   f"available {available_backends()}, failed to load {_failed}")
+            return _loaded[_auto_choice(available)]
     if name not in _MODULES:
         raise ValueError(f"backend: expected 'auto' or one of {list(_MODULES)}, got {name!r}")
     module = _load(name)

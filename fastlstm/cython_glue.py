@@ -18,6 +18,7 @@ import numpy as np
 from .kernels import cython_isa
 from .layout import sort_by_length
 from .params import GATES
+from .precision import bf16_bits, int8_rows
 from .threads import get_num_threads
 from .variants import Variant
 
@@ -27,7 +28,6 @@ ISA = _kernels.ISA
 UNITS = _kernels.UNITS_PER_BLOCK
 _MODE = {"LSTM": _kernels.LSTM, "GRU": _kernels.GRU,
          "RNN_TANH": _kernels.RNN_TANH, "RNN_RELU": _kernels.RNN_RELU}
-_DUMMY_BLOCKS = np.zeros((1, 1, UNITS), np.float32)
 _DUMMY_MATRIX = np.zeros((1, 1), np.float32)
 
 # Threads pay off once a step reads enough weights to cover the barrier
@@ -37,11 +37,15 @@ _MIN_FLOPS_PER_THREAD_STEP = 2 * 64 * 1024
 
 @dataclass(frozen=True)
 class CythonDirection:
+    # weights are float32, uint16 (bfloat16 bits) or int8, per the layer's precision
     w_hh: np.ndarray  # (n_blk, H_out, G*16); (n_blk, H, 32) r, z only for the original GRU
     w_hr: np.ndarray  # (n_pblk, H, 16), or a dummy without projection
     b_hn: np.ndarray  # (n_blk*16,)
     peep: np.ndarray  # (n_blk, 3, 16) peepholes i, f, o, or None
-    w_hn: np.ndarray  # (n_blk, H, 16) original GRU's new-gate weights, or None
+    w_hn: np.ndarray  # (n_blk, H, 16) original GRU's new-gate weights, or a dummy
+    scale_hh: np.ndarray  # int8 column scales of w_hh (n_blk*G*16,), else None
+    scale_hr: np.ndarray
+    scale_hn: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class CythonLayer:
     bias: np.ndarray  # (D*n_blk*G*16,)
     directions: tuple
     variant: Variant
+    scale_ih: np.ndarray  # int8 column scales of w_ih, else None
 
 
 def _n_blocks(units):
@@ -71,11 +76,27 @@ def _gather(array, rows):
 
 
 def _blocks(weight, gates, hidden):
-    """(G*H, K) -> (n_blk, K, G*16) float32 C-contiguous."""
+    """(G*H, K) -> (n_blk, K, G*16) C-contiguous, same dtype."""
     n_blk = _n_blocks(hidden)
     rows = _gather(weight, _blocked_rows(gates, hidden))  # (n_blk*G*16, K)
     blocked = rows.reshape(n_blk, gates * UNITS, weight.shape[1]).transpose(0, 2, 1)
-    return np.ascontiguousarray(blocked, dtype=np.float32)
+    return np.ascontiguousarray(blocked)
+
+
+_WEIGHT_DTYPE = {"fp32": np.float32, "bf16": np.uint16, "int8": np.int8}
+_DUMMY = {precision: np.zeros((1, 1, UNITS), dtype) for precision, dtype in _WEIGHT_DTYPE.items()}
+
+
+def _typed_blocks(weight, gates, hidden, precision):
+    """(G*H, K) float32 -> (blocked weights in ``precision``, int8 column scales or None)."""
+    weight = np.asarray(weight, dtype=np.float32)
+    if precision == "bf16":
+        return _blocks(bf16_bits(weight), gates, hidden), None
+    if precision == "int8":
+        q, scale = int8_rows(weight)
+        scale = np.ascontiguousarray(_gather(scale, _blocked_rows(gates, hidden)), np.float32)
+        return _blocks(q, gates, hidden), scale
+    return _blocks(weight, gates, hidden), None
 
 
 def _blocked_vectors(vectors, hidden):
@@ -85,33 +106,44 @@ def _blocked_vectors(vectors, hidden):
     return np.ascontiguousarray(blocked, dtype=np.float32)
 
 
-def _pack_direction(mode, hidden_size, direction, variant):
-    w_hh, w_hn = _blocks(direction["w_hh"], GATES[mode], hidden_size), None
+def _pack_direction(mode, hidden_size, direction, variant, precision):
+    w_hh, scale_hh = _typed_blocks(direction["w_hh"], GATES[mode], hidden_size, precision)
+    w_hn, scale_hn = _DUMMY[precision], None
     if mode == "GRU" and not variant.linear_before_reset:
-        w_hh = _blocks(direction["w_hh"][: 2 * hidden_size], 2, hidden_size)
-        w_hn = _blocks(direction["w_hh"][2 * hidden_size:], 1, hidden_size)
-    w_hr, peep = direction["w_hr"], direction["peep"]
+        w_hh, scale_hh = _typed_blocks(direction["w_hh"][: 2 * hidden_size], 2, hidden_size, precision)
+        w_hn, scale_hn = _typed_blocks(direction["w_hh"][2 * hidden_size:], 1, hidden_size, precision)
+    w_hr, scale_hr = _DUMMY[precision], None
+    if direction["w_hr"] is not None:
+        w_hr, scale_hr = _typed_blocks(direction["w_hr"], 1, direction["w_hr"].shape[0], precision)
+    peep = direction["peep"]
     return CythonDirection(
         w_hh=w_hh,
-        w_hr=_DUMMY_BLOCKS if w_hr is None else _blocks(w_hr, 1, w_hr.shape[0]),
+        w_hr=w_hr,
         b_hn=np.ascontiguousarray(_gather(direction["b_hn"], _blocked_rows(1, hidden_size)),
                                   np.float32),
         peep=None if peep is None else _blocked_vectors(peep, hidden_size),
         w_hn=w_hn,
+        scale_hh=scale_hh, scale_hr=scale_hr, scale_hn=scale_hn,
     )
 
 
-def pack_layer(mode, hidden_size, proj_size, directions, variant):
-    """One layer from ``layout`` direction dicts."""
+def pack_layer(mode, hidden_size, proj_size, directions, variant, precision="fp32"):
+    """One layer from ``layout`` direction dicts, weights converted to ``precision``."""
     gates = GATES[mode]
     rows = _blocked_rows(gates, hidden_size)
+    blocked, scale_ih = [], []
+    for d in directions:
+        w, scale = _typed_blocks(d["w_ih"], gates, hidden_size, precision)
+        blocked.append(w)
+        scale_ih.append(scale)
     return CythonLayer(
-        w_ih=np.ascontiguousarray(np.concatenate([_blocks(d["w_ih"], gates, hidden_size)
-                                                  for d in directions]), dtype=np.float32),
+        w_ih=np.ascontiguousarray(np.concatenate(blocked)),
         bias=np.ascontiguousarray(np.concatenate([_gather(d["bias"], rows) for d in directions]),
                                   dtype=np.float32),
-        directions=tuple(_pack_direction(mode, hidden_size, d, variant) for d in directions),
+        directions=tuple(_pack_direction(mode, hidden_size, d, variant, precision)
+                         for d in directions),
         variant=variant,
+        scale_ih=None if precision != "int8" else np.ascontiguousarray(np.concatenate(scale_ih)),
     )
 
 
@@ -193,7 +225,7 @@ def run_layers(mode, layers, hidden_size, proj_size, x, h0, c0, lengths):
     layer_input = x
     for index, layer in enumerate(layers):
         _kernels.project(gates, layer.w_ih, layer.bias, layer_input.reshape(n_steps * batch, -1),
-                         ws.xproj, ws.project_threads)
+                         ws.xproj, ws.project_threads, layer.scale_ih)
         out = np.empty((n_steps, batch, n_dirs * hidden_out), np.float32)
         for d, direction in enumerate(layer.directions):
             state = index * n_dirs + d
@@ -205,7 +237,7 @@ def run_layers(mode, layers, hidden_size, proj_size, x, h0, c0, lengths):
                 direction.w_hr, direction.b_hn, h_state, c_state, ws.h_full, n_active, d == 1,
                 out, d * hidden_out, hidden_out, ws.step_threads, direction.peep,
                 variant.coupled_input_forget, variant.clip, direction.w_hn, ws.rh, ws.z,
-                ws.scratch)
+                ws.scratch, direction.scale_hh, direction.scale_hr, direction.scale_hn)
             h_n[state] = h_state[final, :, :hidden_out]
             if c0 is not None:
                 c_n[state] = c_state[:, :hidden_size]

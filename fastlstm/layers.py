@@ -1,12 +1,15 @@
 """``LSTM``, ``GRU`` and ``RNN``: stacked, optionally bidirectional sequence layers
 with PyTorch's constructor signatures, weight names and call semantics."""
 
+import copy
+
 import numpy as np
 
 from . import _validate
 from .backends import resolve_backend
 from .layout import sequence_weights
 from .params import check_state_dict, direction_suffixes, init_params, sequence_spec
+from .precision import check_precision
 from .variants import make_variant
 
 
@@ -17,7 +20,8 @@ class _SequenceLayer:
     _torch_class = None
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, proj_size=0, *, backend="auto", **variant):
+                 dropout=0.0, bidirectional=False, proj_size=0, *, backend="auto", precision="fp32",
+                 **variant):
         self.input_size = _validate.check_positive_int(input_size, "input_size")
         self.hidden_size = _validate.check_positive_int(hidden_size, "hidden_size")
         self.num_layers = _validate.check_positive_int(num_layers, "num_layers")
@@ -35,7 +39,8 @@ class _SequenceLayer:
             raise ValueError(f"dropout: expected a number in [0, 1], got {dropout!r}")
         self.dropout = float(dropout)
         self.backend = backend
-        self._backend = resolve_backend(backend)
+        self.precision = check_precision(precision)
+        self._backend = resolve_backend(backend, self.precision)
         self.variant = make_variant(self._mode, self.proj_size, **variant)
         self._spec = sequence_spec(self._mode, self.input_size, self.hidden_size, self.num_layers,
                                    self.bidirectional, self.proj_size, self.bias,
@@ -58,8 +63,17 @@ class _SequenceLayer:
         weights = sequence_weights(params, self._mode, self.hidden_size, self.num_layers,
                                    direction_suffixes(self.bidirectional))
         self._layers = tuple(self._backend.pack_layer(self._mode, self.hidden_size, self.proj_size,
-                                                      layer, self.variant)
+                                                      layer, self.variant, self.precision)
                              for layer in weights)
+
+    def with_precision(self, precision):
+        """A new layer with the same weights, converted once to ``precision``
+        ("fp32", "bf16" or "int8"); this layer is unchanged."""
+        layer = copy.copy(self)
+        layer.precision = check_precision(precision)
+        layer._backend = resolve_backend(self.backend, layer.precision)
+        layer._set_params(self._params)
+        return layer
 
     def load_state_dict(self, state_dict):
         """Load PyTorch-named weights (numpy arrays or torch tensors); strict.
@@ -70,14 +84,15 @@ class _SequenceLayer:
         return self
 
     def state_dict(self):
-        """{PyTorch key: float32 numpy array} copies, in PyTorch's order."""
+        """{PyTorch key: float32 numpy array} copies, in PyTorch's order: the weights
+        as loaded, whatever ``precision`` the layer computes in."""
         return {key: value.copy() for key, value in self._params.items()}
 
     @classmethod
-    def from_torch(cls, module, *, backend="auto"):
+    def from_torch(cls, module, *, backend="auto", precision="fp32"):
         """A layer with the hyper-parameters and weights of a ``torch.nn`` module of the same type."""
         cls._check_torch_type(module)
-        layer = cls(**cls._torch_hyperparameters(module), backend=backend)
+        layer = cls(**cls._torch_hyperparameters(module), backend=backend, precision=precision)
         return layer.load_state_dict(module.state_dict())
 
     @classmethod
@@ -137,7 +152,8 @@ class _SequenceLayer:
             extra += f", {self.variant}"
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, "
                 f"num_layers={self.num_layers}, bias={self.bias}, batch_first={self.batch_first}, "
-                f"bidirectional={self.bidirectional}{extra}, backend={self.backend_name!r})")
+                f"bidirectional={self.bidirectional}{extra}, backend={self.backend_name!r}, "
+                f"precision={self.precision!r})")
 
 
 class LSTM(_SequenceLayer):
@@ -157,9 +173,10 @@ class LSTM(_SequenceLayer):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, *, backend="auto",
-                 peephole=False, coupled_input_forget=False, clip=None):
+                 precision="fp32", peephole=False, coupled_input_forget=False, clip=None):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, proj_size, backend=backend, peephole=peephole,
+                         bidirectional, proj_size, backend=backend, precision=precision,
+                         peephole=peephole,
                          coupled_input_forget=coupled_input_forget, clip=clip)
 
     def __call__(self, x, hx=None, lengths=None):
@@ -190,9 +207,9 @@ class GRU(_SequenceLayer):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, *, backend="auto",
-                 linear_before_reset=True, clip=None):
+                 precision="fp32", linear_before_reset=True, clip=None):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, proj_size, backend=backend,
+                         bidirectional, proj_size, backend=backend, precision=precision,
                          linear_before_reset=linear_before_reset, clip=clip)
 
     def __call__(self, x, hx=None, lengths=None):
@@ -212,13 +229,13 @@ class RNN(_SequenceLayer):
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, proj_size=0, *,
-                 backend="auto", clip=None):
+                 backend="auto", precision="fp32", clip=None):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         self._mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, proj_size, backend=backend, clip=clip)
+                         bidirectional, proj_size, backend=backend, precision=precision, clip=clip)
 
     def __call__(self, x, hx=None, lengths=None):
         out, h_n, _ = self._run(x, hx, None, lengths)

@@ -107,7 +107,8 @@ def _nonlinearities(nonlinearity, modules):
     return {m.prefix: given.get(m.prefix, "tanh") for m in modules if m.kind in ("RNN", "RNNCell")}
 
 
-def _build(module, tensors, nonlinearity, batch_first, backend, origin, stacklevel):
+def _build(module, tensors, nonlinearity, batch_first, backend, origin, stacklevel,
+           precision="fp32"):
     """A fastlstm layer for ``module`` with its weights (float32) loaded; warnings point
     ``stacklevel`` frames up (at the user's call)."""
     state = {}
@@ -123,12 +124,12 @@ def _build(module, tensors, nonlinearity, batch_first, backend, origin, stacklev
         arguments["nonlinearity"] = nonlinearity
     if not module.is_cell:
         arguments["batch_first"] = batch_first
-    layer = CLASSES[module.kind](**arguments, backend=backend)
+    layer = CLASSES[module.kind](**arguments, backend=backend, precision=precision)
     return layer.load_state_dict(state)
 
 
 def load(path_or_state_dict, prefix=None, backend="auto", *, batch_first=False,
-         nonlinearity=None, key=None):
+         nonlinearity=None, key=None, precision="fp32"):
     """The one recurrent module of a checkpoint (or the one under ``prefix``) as a fastlstm layer.
 
     path_or_state_dict: a checkpoint path (see ``read_state_dict``) or a mapping of names to
@@ -137,6 +138,7 @@ def load(path_or_state_dict, prefix=None, backend="auto", *, batch_first=False,
     when there is exactly one recurrent module.  nonlinearity: for an ``nn.RNN``/``RNNCell``,
     which PyTorch does not store: "tanh" (default) or "relu", or ``{prefix: value}``.
     batch_first: passed to sequence layers.  key: the entry of a checkpoint holding the weights.
+    precision: "fp32", "bf16" or "int8" weights (converted once, see ``fastlstm.precision``).
     Returns an ``LSTM``, ``GRU``, ``RNN``, ``LSTMCell``, ``GRUCell`` or ``RNNCell``.
     None, several, or a broken module -> ``StateDictError`` (a ``ValueError``) listing what
     was found.  NaN/Inf weights load with a ``NonFiniteWeightWarning`` naming the tensor.
@@ -162,11 +164,11 @@ def load(path_or_state_dict, prefix=None, backend="auto", *, batch_first=False,
                                  f"recurrent module: {chosen.message}")
         rnn_nonlinearity = _nonlinearities(nonlinearity, [chosen]).get(chosen.prefix)
         return _build(chosen, source.tensors, rnn_nonlinearity, batch_first, backend,
-                      source.origin, stacklevel=3)
+                      source.origin, stacklevel=3, precision=precision)
 
 
 def load_all(path_or_state_dict, backend="auto", *, batch_first=False, nonlinearity=None,
-             key=None):
+             key=None, precision="fp32"):
     """Every recurrent module of a checkpoint -> ``{prefix: layer}`` in the file's order.
 
     Arguments as for ``load``.  Any key set that looks recurrent but is broken (gap in layer
@@ -184,5 +186,6 @@ def load_all(path_or_state_dict, backend="auto", *, batch_first=False, nonlinear
         layers = {}
         for module in found.modules:
             layers[module.prefix] = _build(module, source.tensors, chosen.get(module.prefix),
-                                           batch_first, backend, source.origin, stacklevel=3)
+                                           batch_first, backend, source.origin, stacklevel=3,
+                                           precision=precision)
         return layers

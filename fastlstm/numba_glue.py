@@ -58,8 +58,11 @@ def _pack_direction(mode, hidden_size, direction, variant):
     )
 
 
-def pack_layer(mode, hidden_size, proj_size, directions, variant):
-    """One layer from ``layout`` direction dicts."""
+def pack_layer(mode, hidden_size, proj_size, directions, variant, precision="fp32"):
+    """One layer from ``layout`` direction dicts (float32 weights only)."""
+    if precision != "fp32":
+        raise ValueError(f"precision={precision!r}: the numba backend runs fp32 weights only; "
+                         "use backend='cython' (or 'auto') for bf16 and int8")
     return NumbaLayer(
         w_ih=_transposed(np.concatenate([d["w_ih"] for d in directions], axis=0)),
         bias=np.ascontiguousarray(np.concatenate([d["bias"] for d in directions]), dtype=np.float32),

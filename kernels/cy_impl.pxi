@@ -8,6 +8,7 @@
 #                    caller-owned buffers; no allocation, no validation
 #   fastlstm/cython_glue.py  packing, workspaces, validation-free dispatch
 
+cimport cython
 from cython.parallel cimport parallel
 from libc.string cimport memcpy, memset
 
@@ -23,7 +24,9 @@ cdef extern from "fastlstm_simd.h" nogil:
         FL_GRU_RZ
         FL_GRU_N
     ctypedef struct fl_block_args:
-        const float *w
+        const void *w
+        int wt
+        const float *wscale
         long K
         const float *h
         long ldh
@@ -44,8 +47,9 @@ cdef extern from "fastlstm_simd.h" nogil:
         long ldr
         long ldr2
     void fl_block(int mode, long n_rows, const fl_block_args *args, float *scratch)
-    void fl_project_rows(int G, const float *w_blocks, long n_blocks, long K, const float *bias,
-                         const float *x, long ldx, float *out, long ldo, long row0, long row1)
+    void fl_project_rows(int G, int wt, const void *w_blocks, const float *wscale, long n_blocks,
+                         long K, const float *bias, const float *x, long ldx, float *out,
+                         long ldo, long row0, long row1)
     unsigned fl_ftz_enter()
     void fl_ftz_exit(unsigned old)
     void fl_barrier()
@@ -61,6 +65,12 @@ GRU_RESET_BEFORE = FL_GRU_RZ
 RNN_TANH = FL_RNN_TANH
 RNN_RELU = FL_RNN_RELU
 UNITS_PER_BLOCK = FL_U
+
+# Weight storage types: float32, bfloat16 bits, int8 (with float32 column scales)
+ctypedef fused weight_t:
+    float
+    unsigned short
+    signed char
 
 
 def openmp_enabled():
@@ -85,12 +95,15 @@ ctypedef struct SeqArgs:
     const float *xproj      # (T, B, ldx)
     long ldx
     long xcol
-    const float *w_hh       # (n_blk, K, width)
+    int wt                  # weight type: 0 float32, 1 bfloat16, 2 int8
+    const void *w_hh        # (n_blk, K, width)
+    const float *scale_hh   # (n_blk * width) int8 column scales, or NULL
     long n_blk
     long K
     long width
     long xwidth             # columns of a block in xproj (3*16 for either GRU)
-    const float *w_hr       # (n_pblk, hidden, FL_U)
+    const void *w_hr        # (n_pblk, hidden, FL_U)
+    const float *scale_hr
     long n_pblk
     long hidden
     const float *b_hn       # (n_blk * FL_U,)
@@ -109,7 +122,8 @@ ctypedef struct SeqArgs:
     bint coupled
     bint has_clip
     float clip
-    const float *w_hn       # (n_blk, hidden, FL_U) original GRU's new-gate weights
+    const void *w_hn        # (n_blk, hidden, FL_U) original GRU's new-gate weights
+    const float *scale_hn
     float *rh               # (B, ldr) original GRU scratch: r * h
     float *z                # (B, ldr) original GRU scratch: z
     long ldr
@@ -120,6 +134,14 @@ ctypedef struct SeqArgs:
 cdef inline void _share(long n, int parts, int part, long *lo, long *hi) noexcept nogil:
     lo[0] = n * part // parts
     hi[0] = n * (part + 1) // parts
+
+
+cdef inline const void *_weights(int wt, const void *base, long elements) noexcept nogil:
+    if wt == 0:
+        return <const float *>base + elements
+    if wt == 1:
+        return <const unsigned short *>base + elements
+    return <const signed char *>base + elements
 
 
 cdef void _sequence_thread(const SeqArgs *s) noexcept nogil:
@@ -148,6 +170,7 @@ cdef void _sequence_thread(const SeqArgs *s) noexcept nogil:
     if u0 > u1:
         u0 = u1
     memset(&a, 0, sizeof(a))
+    a.wt = s.wt
     a.coupled = s.coupled
     a.has_clip = s.has_clip
     a.clip = s.clip
@@ -157,7 +180,8 @@ cdef void _sequence_thread(const SeqArgs *s) noexcept nogil:
         h_cur = s.h_state + (step % 2) * s.batch * s.ld_state
         h_nxt = s.h_state + ((step + 1) % 2) * s.batch * s.ld_state
         for blk in range(b0, b1):
-            a.w = s.w_hh + blk * s.K * s.width
+            a.w = _weights(s.wt, s.w_hh, blk * s.K * s.width)
+            a.wscale = s.scale_hh + blk * s.width if s.scale_hh != NULL else NULL
             a.K = s.K
             a.h = h_cur
             a.ldh = s.ld_state
@@ -181,7 +205,8 @@ cdef void _sequence_thread(const SeqArgs *s) noexcept nogil:
         if s.mode == FL_GRU_RZ:
             fl_barrier()  # every unit's r * h complete before the new-gate product
             for blk in range(b0, b1):
-                a.w = s.w_hn + blk * s.K * FL_U
+                a.w = _weights(s.wt, s.w_hn, blk * s.K * FL_U)
+                a.wscale = s.scale_hn + blk * FL_U if s.scale_hn != NULL else NULL
                 a.h = s.rh
                 a.ldh = s.ldr
                 a.x = s.xproj + t * s.batch * s.ldx + s.xcol + blk * 3 * FL_U
@@ -196,7 +221,8 @@ cdef void _sequence_thread(const SeqArgs *s) noexcept nogil:
         if s.has_proj:
             fl_barrier()  # h_full complete before any thread projects it
             for blk in range(p0, p1):
-                a.w = s.w_hr + blk * s.hidden * FL_U
+                a.w = _weights(s.wt, s.w_hr, blk * s.hidden * FL_U)
+                a.wscale = s.scale_hr + blk * FL_U if s.scale_hr != NULL else NULL
                 a.K = s.hidden
                 a.h = s.h_full
                 a.ldh = s.ld_full
@@ -217,19 +243,22 @@ cdef void _sequence_thread(const SeqArgs *s) noexcept nogil:
 
 
 def run_sequence(int mode, const float[:, :, ::1] xproj, long xcol,
-                 const float[:, :, ::1] w_hh, bint has_proj, const float[:, :, ::1] w_hr,
+                 const weight_t[:, :, ::1] w_hh, bint has_proj, const weight_t[:, :, ::1] w_hr,
                  const float[::1] b_hn, float[:, :, ::1] h_state, float[:, ::1] c_state,
                  float[:, ::1] h_full, const long[::1] n_active, bint reverse,
                  float[:, :, ::1] out, long out_col, long hidden_out, int n_threads,
-                 const float[:, :, ::1] peep=None, bint coupled=False, clip=None,
-                 const float[:, :, ::1] w_hn=None, float[:, ::1] rh=None, float[:, ::1] z=None,
-                 float[:, ::1] scratch=None):
+                 const float[:, :, ::1] peep, bint coupled, clip,
+                 const weight_t[:, :, ::1] w_hn, float[:, ::1] rh, float[:, ::1] z,
+                 float[:, ::1] scratch, const float[::1] scale_hh, const float[::1] scale_hr,
+                 const float[::1] scale_hn):
     """Run one direction of one layer over all steps; returns the index of
     ``h_state`` that holds the final state.
 
     xproj    (T, B, X) float32 IN     input projection, blocked layout; this
                                       direction's columns start at ``xcol``
-    w_hh     (n_blk, K, G*16) IN      recurrent weights, blocked (K = H_out)
+    w_hh     (n_blk, K, G*16) IN      recurrent weights, blocked (K = H_out); float32,
+                                      uint16 (bfloat16 bits) or int8; w_hr, w_hn alike
+    scale_*  (n_blk*G*16,) IN         int8 column scales (None for float weights)
     w_hr     (n_pblk, H, 16) IN       projection, blocked (used when has_proj)
     b_hn     (n_blk*16,) IN           GRU recurrent new-gate bias, padded
     h_state  (2, B, ld) IN/OUT        [0] holds h0 (padded); ping-pong buffers
@@ -257,7 +286,13 @@ def run_sequence(int mode, const float[:, :, ::1] xproj, long xcol,
     s.xproj = &xproj[0, 0, 0]
     s.ldx = xproj.shape[2]
     s.xcol = xcol
+    s.wt = 0 if weight_t is float else (1 if weight_t is cython.ushort else 2)
     s.w_hh = &w_hh[0, 0, 0]
+    s.scale_hh = &scale_hh[0] if scale_hh is not None else NULL
+    s.scale_hr = &scale_hr[0] if scale_hr is not None else NULL
+    s.scale_hn = &scale_hn[0] if scale_hn is not None else NULL
+    if s.wt == 2 and (scale_hh is None or (has_proj and scale_hr is None)):
+        raise ValueError("int8 weights need their column scales")
     s.n_blk = w_hh.shape[0]
     s.K = w_hh.shape[1]
     s.width = w_hh.shape[2]
@@ -281,7 +316,7 @@ def run_sequence(int mode, const float[:, :, ::1] xproj, long xcol,
     s.coupled = coupled
     s.has_clip = clip is not None
     s.clip = clip if clip is not None else 0.0
-    s.w_hn = &w_hn[0, 0, 0] if w_hn is not None else NULL
+    s.w_hn = &w_hn[0, 0, 0] if w_hn is not None and mode == FL_GRU_RZ else NULL
     s.rh = &rh[0, 0] if rh is not None else NULL
     s.z = &z[0, 0] if z is not None else NULL
     s.ldr = rh.shape[1] if rh is not None else 0
@@ -300,8 +335,9 @@ def run_sequence(int mode, const float[:, :, ::1] xproj, long xcol,
     return s.n_steps % 2
 
 
-cdef void _project_thread(int G, const float *w, long n_blocks, long K, const float *bias,
-                          const float *x, long ldx, float *out, long ldo, long n_rows) noexcept nogil:
+cdef void _project_thread(int G, int wt, const void *w, const float *wscale, long n_blocks, long K,
+                          const float *bias, const float *x, long ldx, float *out, long ldo,
+                          long n_rows) noexcept nogil:
     cdef long lo, hi
     cdef unsigned csr = fl_ftz_enter()
     # split rows in whole tiles so no tile straddles two threads
@@ -311,25 +347,31 @@ cdef void _project_thread(int G, const float *w, long n_blocks, long K, const fl
     if hi > n_rows:
         hi = n_rows
     if hi > lo:
-        fl_project_rows(G, w, n_blocks, K, bias, x, ldx, out, ldo, lo, hi)
+        fl_project_rows(G, wt, w, wscale, n_blocks, K, bias, x, ldx, out, ldo, lo, hi)
     fl_ftz_exit(csr)
 
 
-def project(int gates, const float[:, :, ::1] w_blocks, const float[::1] bias,
-            const float[:, ::1] x, float[:, ::1] out, int n_threads):
-    """out (N, n_blocks*G*16) = x (N, K) @ blocked weights + bias.
+def project(int gates, const weight_t[:, :, ::1] w_blocks, const float[::1] bias,
+            const float[:, ::1] x, float[:, ::1] out, int n_threads,
+            const float[::1] scale=None):
+    """out (N, n_blocks*G*16) = x (N, K) @ blocked weights (* scale) + bias.
 
-    w_blocks (n_blocks, K, G*16) float32 IN; bias (n_blocks*G*16,) IN; out OUT.
+    w_blocks (n_blocks, K, G*16) float32, uint16 (bfloat16 bits) or int8 IN;
+    bias and scale (int8 column scales) (n_blocks*G*16,) IN; out OUT.
     """
     cdef long n_rows = x.shape[0]
-    cdef const float *w = &w_blocks[0, 0, 0]
+    cdef int wt = 0 if weight_t is float else (1 if weight_t is cython.ushort else 2)
+    cdef const void *w = &w_blocks[0, 0, 0]
+    cdef const float *ws = &scale[0] if scale is not None else NULL
     cdef const float *b = &bias[0]
     cdef const float *xp = &x[0, 0]
     cdef float *op = &out[0, 0]
     cdef long n_blocks = w_blocks.shape[0], K = w_blocks.shape[1], ldx = x.shape[1], ldo = out.shape[1]
+    if wt == 2 and scale is None:
+        raise ValueError("int8 weights need their column scales")
     if n_threads <= 1:
         with nogil:
-            _project_thread(gates, w, n_blocks, K, b, xp, ldx, op, ldo, n_rows)
+            _project_thread(gates, wt, w, ws, n_blocks, K, b, xp, ldx, op, ldo, n_rows)
     else:
         with nogil, parallel(num_threads=n_threads):
-            _project_thread(gates, w, n_blocks, K, b, xp, ldx, op, ldo, n_rows)
+            _project_thread(gates, wt, w, ws, n_blocks, K, b, xp, ldx, op, ldo, n_rows)

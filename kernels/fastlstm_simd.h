@@ -24,6 +24,9 @@
 #if defined(__SSE__)
 #include <xmmintrin.h>
 #endif
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 
 #define FL_U 16
 #define FL_MAX_ROWS 4
@@ -45,8 +48,87 @@ enum { FL_LSTM = 0, FL_GRU = 1, FL_RNN_TANH = 2, FL_RNN_RELU = 3, FL_PROJ = 4,
        FL_GRU_RZ = 5, FL_GRU_N = 6 };
 
 FL_INLINE v16 v_load(const float *p) { v16 v; memcpy(&v, p, sizeof v); return v; }
+
+/* Weight storage: float32, bfloat16 (the upper half of a float32) or int8 with
+ * one float32 scale per output column, applied to the finished sums.  Reduced
+ * weights are widened to float32 in registers; products accumulate in float32.
+ * (This module is compiled for CPUs with and without AVX512-BF16/VNNI, and the
+ * widening path gives the same result on each up to float32 rounding.) */
+enum { FL_F32 = 0, FL_BF16 = 1, FL_I8 = 2 };
+typedef uint16_t v16u16 __attribute__((vector_size(32)));
+typedef int8_t v16i8 __attribute__((vector_size(16)));
+
+FL_INLINE const void *fl_wptr(const int wt, const void *w, long elements)
+{
+    const long size = wt == FL_F32 ? 4 : wt == FL_BF16 ? 2 : 1;
+    return (const char *)w + elements * size;
+}
+
+/* Widening 16 reduced weights to float32.  GCC scalarises the generic vector
+ * conversions (measured: int8 at 4 GB/s), so AVX-512 and AVX2 get intrinsics. */
+FL_INLINE v16 w_widen_bf16(const uint16_t *p)
+{
+#if defined(__AVX512F__)
+    __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
+    return (v16)_mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+#elif defined(__AVX2__)
+    __m256 lo = _mm256_castsi256_ps(_mm256_slli_epi32(
+        _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+    __m256 hi = _mm256_castsi256_ps(_mm256_slli_epi32(
+        _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p + 8))), 16));
+    v16 v;
+    memcpy(&v, &lo, 32);
+    memcpy((char *)&v + 32, &hi, 32);
+    return v;
+#else
+    v16u16 u;
+    memcpy(&u, p, sizeof u);
+    return (v16)(__builtin_convertvector(u, v16i) << 16);
+#endif
+}
+
+FL_INLINE v16 w_widen_int8(const int8_t *p)
+{
+#if defined(__AVX512F__)
+    return (v16)_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
+#elif defined(__AVX2__)
+    __m256 lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+    __m256 hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 8))));
+    v16 v;
+    memcpy(&v, &lo, 32);
+    memcpy((char *)&v + 32, &hi, 32);
+    return v;
+#else
+    v16i8 q;
+    memcpy(&q, p, sizeof q);
+    return __builtin_convertvector(q, v16);
+#endif
+}
+
+/* 16 weights starting at element i, as float32 */
+FL_INLINE v16 w_load(const int wt, const void *w, long i)
+{
+    if (wt == FL_F32) return v_load((const float *)w + i);
+    if (wt == FL_BF16) return w_widen_bf16((const uint16_t *)w + i);
+    return w_widen_int8((const int8_t *)w + i);
+}
 FL_INLINE void v_store(float *p, v16 v) { memcpy(p, &v, sizeof v); }
-FL_INLINE v16 v_splat(float x) { return (v16){0} + x; }
+/* x in every lane; GCC lowers a scalar-vector product on two-register vectors
+ * as sixteen scalar stores through the stack (AVX2 measured 30x slower). */
+FL_INLINE v16 v_splat(float x)
+{
+#if defined(__AVX512F__)
+    return (v16)_mm512_set1_ps(x);
+#elif defined(__AVX__)
+    __m256 half = _mm256_set1_ps(x);
+    v16 v;
+    memcpy(&v, &half, 32);
+    memcpy((char *)&v + 32, &half, 32);
+    return v;
+#else
+    return (v16){x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x};
+#endif
+}
 FL_INLINE v16 v_select(v16i mask, v16 a, v16 b)  /* mask ? a : b, lane-wise */
 {
     return (v16)(((v16i)a & mask) | ((v16i)b & ~mask));
@@ -77,8 +159,22 @@ FL_INLINE v16 v_exp(v16 x)
     return p * scale;
 }
 
-FL_INLINE v16 v_sigmoid(v16 x) { return 1.0f / (1.0f + v_exp(-x)); }
-FL_INLINE v16 v_tanh(v16 x) { return 2.0f / (1.0f + v_exp(-2.0f * x)) - 1.0f; }
+/* 1/d: on AVX-512 a 14-bit estimate refined by one Newton step (relative error
+ * ~2^-28, below float rounding) instead of vdivps.  The pointwise part of a
+ * lat_med step is 0.45 us either way (standalone loop, 1 thread); the step is
+ * bound by reading W_hh (6.5 us at ~170 GB/s from L2). */
+FL_INLINE v16 v_recip(v16 d)
+{
+#if defined(__AVX512F__)
+    v16 r = (v16)_mm512_rcp14_ps((__m512)d);
+    return r * (2.0f - d * r);
+#else
+    return 1.0f / d;
+#endif
+}
+
+FL_INLINE v16 v_sigmoid(v16 x) { return v_recip(1.0f + v_exp(-x)); }
+FL_INLINE v16 v_tanh(v16 x) { return 2.0f * v_recip(1.0f + v_exp(-2.0f * x)) - 1.0f; }
 FL_INLINE v16 v_relu(v16 x) { return v_select(x > 0.0f, x, v_splat(0.0f)); }
 /* ONNX clip: pre-activations bounded to [-clip, clip]; NaN passes through. */
 FL_INLINE v16 v_clip(v16 x, float clip)
@@ -88,9 +184,9 @@ FL_INLINE v16 v_clip(v16 x, float clip)
 }
 
 /* acc[r][g] (+)= sum_k h[r*ldh + k] * w[(k*G + g)*16 ...]  for R rows, G gate vectors.
- * w: (K, G, 16) one block; h: R rows of K values, stride ldh.
+ * w: (K, G, 16) one block of weight type wt; h: R rows of K values, stride ldh.
  * With one row the FMA chains are split over even and odd k to hide latency. */
-FL_INLINE void fl_tile(const int G, const int R, const float *restrict w,
+FL_INLINE void fl_tile(const int G, const int R, const int wt, const void *restrict w,
                        const float *restrict h, long ldh, long K, v16 acc[FL_MAX_ROWS][4],
                        const int accumulate)
 {
@@ -104,23 +200,21 @@ FL_INLINE void fl_tile(const int G, const int R, const float *restrict w,
     long k = 0;
     if (R == 1) {
         for (; k + 1 < K; k += 2) {
-            const float *w0 = w + k * G * FL_U, *w1 = w0 + G * FL_U;
-            const float h0 = h[k], h1 = h[k + 1];
+            const v16 h0 = v_splat(h[k]), h1 = v_splat(h[k + 1]);
 #pragma GCC unroll 4
             for (int g = 0; g < G; g++) {
-                a[0][g] += h0 * v_load(w0 + g * FL_U);
-                b[g] += h1 * v_load(w1 + g * FL_U);
+                a[0][g] += h0 * w_load(wt, w, (k * G + g) * FL_U);
+                b[g] += h1 * w_load(wt, w, ((k + 1) * G + g) * FL_U);
             }
         }
     }
     for (; k < K; k++) {
-        const float *wk = w + k * G * FL_U;
         v16 wv[4];
 #pragma GCC unroll 4
-        for (int g = 0; g < G; g++) wv[g] = v_load(wk + g * FL_U);
+        for (int g = 0; g < G; g++) wv[g] = w_load(wt, w, (k * G + g) * FL_U);
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
-            const float hr = h[r * ldh + k];
+            const v16 hr = v_splat(h[r * ldh + k]);
 #pragma GCC unroll 4
             for (int g = 0; g < G; g++) a[r][g] += hr * wv[g];
         }
@@ -133,7 +227,9 @@ FL_INLINE void fl_tile(const int G, const int R, const float *restrict w,
 
 /* Per-block arguments of one step.  Row r of each operand is at base + r * ld. */
 typedef struct {
-    const float *w;      /* (K, G, 16) this block's recurrent (or projection) weights */
+    const void *w;       /* (K, G, 16) this block's recurrent (or projection) weights */
+    int wt;              /* FL_F32, FL_BF16 or FL_I8 */
+    const float *wscale; /* (G, 16) int8 column scales of this block, or NULL */
     long K;
     const float *h;      /* (R, ldh) previous state rows (or h_full rows for FL_PROJ) */
     long ldh;
@@ -246,22 +342,46 @@ FL_INLINE int fl_gates(const int mode)
     }
 }
 
-FL_INLINE void fl_tile_mode(const int mode, const int R, const float *w, const float *h, long ldh,
-                            long K, v16 acc[FL_MAX_ROWS][4], const int accumulate)
+FL_INLINE void fl_tile_typed(const int mode, const int R, const int wt, const void *w,
+                             const float *h, long ldh, long K, v16 acc[FL_MAX_ROWS][4],
+                             const int accumulate)
 {
     switch (fl_gates(mode)) {
-    case 4: fl_tile(4, R, w, h, ldh, K, acc, accumulate); break;
-    case 3: fl_tile(3, R, w, h, ldh, K, acc, accumulate); break;
-    case 2: fl_tile(2, R, w, h, ldh, K, acc, accumulate); break;
-    default: fl_tile(1, R, w, h, ldh, K, acc, accumulate); break;
+    case 4: fl_tile(4, R, wt, w, h, ldh, K, acc, accumulate); break;
+    case 3: fl_tile(3, R, wt, w, h, ldh, K, acc, accumulate); break;
+    case 2: fl_tile(2, R, wt, w, h, ldh, K, acc, accumulate); break;
+    default: fl_tile(1, R, wt, w, h, ldh, K, acc, accumulate); break;
     }
+}
+
+FL_INLINE void fl_tile_mode(const int mode, const int R, const int wt, const void *w,
+                            const float *h, long ldh, long K, v16 acc[FL_MAX_ROWS][4],
+                            const int accumulate)
+{
+    switch (wt) {
+    case FL_BF16: fl_tile_typed(mode, R, FL_BF16, w, h, ldh, K, acc, accumulate); break;
+    case FL_I8: fl_tile_typed(mode, R, FL_I8, w, h, ldh, K, acc, accumulate); break;
+    default: fl_tile_typed(mode, R, FL_F32, w, h, ldh, K, acc, accumulate); break;
+    }
+}
+
+/* int8 weights: the sums times each column's scale */
+FL_INLINE void fl_scale(const int G, const int R, const float *wscale, v16 acc[FL_MAX_ROWS][4])
+{
+    if (!wscale) return;
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int g = 0; g < 4; g++)
+            if (g < G) acc[r][g] *= v_load(wscale + g * FL_U);
 }
 
 /* R rows of one block: the recurrent product, then the pointwise update. */
 FL_INLINE void fl_block_rows(const int mode, const int R, const fl_block_args *a)
 {
     v16 acc[FL_MAX_ROWS][4];
-    fl_tile_mode(mode, R, a->w, a->h, a->ldh, a->K, acc, 0);
+    fl_tile_mode(mode, R, a->wt, a->w, a->h, a->ldh, a->K, acc, 0);
+    fl_scale(fl_gates(mode), R, a->wscale, acc);
     fl_pointwise(mode, R, a, acc);
 }
 
@@ -276,6 +396,7 @@ FL_INLINE void fl_block_rows_from(const int mode, const int R, const fl_block_ar
 #pragma GCC unroll 4
         for (int g = 0; g < 4; g++)
             if (g < G) acc[r][g] = v_load(gates + r * ldg + g * FL_U);
+    fl_scale(G, R, a->wscale, acc);
     fl_pointwise(mode, R, a, acc);
 }
 
@@ -301,7 +422,7 @@ static void fl_block_chunked(int mode, long n_rows, const fl_block_args *args, f
     v16 acc[FL_MAX_ROWS][4];
     for (long k0 = 0; k0 < args->K; k0 += FL_KCHUNK) {
         const long kc = args->K - k0 < FL_KCHUNK ? args->K - k0 : FL_KCHUNK;
-        const float *w = args->w + k0 * ldg;
+        const void *w = fl_wptr(args->wt, args->w, k0 * ldg);
         for (long r0 = 0; r0 < n_rows; r0 += FL_MAX_ROWS) {
             const long R = n_rows - r0 < FL_MAX_ROWS ? n_rows - r0 : FL_MAX_ROWS;
             float *gates = scratch + r0 * ldg;
@@ -310,10 +431,10 @@ static void fl_block_chunked(int mode, long n_rows, const fl_block_args *args, f
                 for (int g = 0; g < G; g++)
                     acc[r][g] = k0 ? v_load(gates + r * ldg + g * FL_U) : v_splat(0.0f);
             switch (R) {
-            case 4: fl_tile_mode(mode, 4, w, h, args->ldh, kc, acc, 1); break;
-            case 3: fl_tile_mode(mode, 3, w, h, args->ldh, kc, acc, 1); break;
-            case 2: fl_tile_mode(mode, 2, w, h, args->ldh, kc, acc, 1); break;
-            default: fl_tile_mode(mode, 1, w, h, args->ldh, kc, acc, 1); break;
+            case 4: fl_tile_mode(mode, 4, args->wt, w, h, args->ldh, kc, acc, 1); break;
+            case 3: fl_tile_mode(mode, 3, args->wt, w, h, args->ldh, kc, acc, 1); break;
+            case 2: fl_tile_mode(mode, 2, args->wt, w, h, args->ldh, kc, acc, 1); break;
+            default: fl_tile_mode(mode, 1, args->wt, w, h, args->ldh, kc, acc, 1); break;
             }
             for (long r = 0; r < R; r++)
                 for (int g = 0; g < G; g++) v_store(gates + r * ldg + g * FL_U, acc[r][g]);
@@ -350,15 +471,17 @@ static void fl_block(int mode, long n_rows, const fl_block_args *args, float *sc
 }
 
 /* out (N, ldo) = x (N, ldx) @ w_blocks + bias: the input projection.
- * w_blocks: n_blocks blocks of (K, G, 16); bias (n_blocks * G * 16,).
+ * w_blocks: n_blocks blocks of (K, G, 16) of weight type wt; bias and wscale (int8
+ * column scales, or NULL) (n_blocks * G * 16,).
  * Rows [row0, row1) only, so threads can split the rows.  Loop order: panels of
  * rows, then blocks, then tiles of rows, so each block's weights are read once
  * per panel rather than once per tile. */
-#define FL_TILE_CASE(GG, RR) case GG * 8 + RR: fl_tile(GG, RR, w, xr, ldx, kc, acc, 1); break;
+#define FL_TILE_CASE(GG, RR) case GG * 8 + RR: fl_tile_mode(GG == 4 ? FL_LSTM : GG == 3 ? FL_GRU : GG == 2 ? FL_GRU_RZ : FL_PROJ, RR, wt, w, xr, ldx, kc, acc, 1); break;
 #define FL_TILE_CASES(GG) FL_TILE_CASE(GG, 4) FL_TILE_CASE(GG, 3) FL_TILE_CASE(GG, 2) \
     FL_TILE_CASE(GG, 1)
-static void fl_project_rows(int G, const float *w_blocks, long n_blocks, long K, const float *bias,
-                            const float *x, long ldx, float *out, long ldo, long row0, long row1)
+static void fl_project_rows(int G, int wt, const void *w_blocks, const float *wscale, long n_blocks,
+                            long K, const float *bias, const float *x, long ldx, float *out,
+                            long ldo, long row0, long row1)
 {
     v16 acc[FL_MAX_ROWS][4];
     const long width = (long)G * FL_U;
@@ -367,7 +490,7 @@ static void fl_project_rows(int G, const float *w_blocks, long n_blocks, long K,
         for (long blk = 0; blk < n_blocks; blk++) {
             for (long k0 = 0; k0 < K; k0 += FL_KCHUNK) {
                 const long kc = K - k0 < FL_KCHUNK ? K - k0 : FL_KCHUNK;
-                const float *w = w_blocks + (blk * K + k0) * width;
+                const void *w = fl_wptr(wt, w_blocks, (blk * K + k0) * width);
                 const int last = k0 + kc == K;
                 for (long r0 = p0; r0 < p1; r0 += FL_MAX_ROWS) {
                     const long R = p1 - r0 < FL_MAX_ROWS ? p1 - r0 : FL_MAX_ROWS;
@@ -383,6 +506,7 @@ static void fl_project_rows(int G, const float *w_blocks, long n_blocks, long K,
                     for (long r = 0; r < R; r++)
                         for (int g = 0; g < G; g++) {
                             v16 v = acc[r][g];
+                            if (last && wscale) v *= v_load(wscale + blk * width + g * FL_U);
                             if (last) v += v_load(bias + blk * width + g * FL_U);
                             v_store(o + r * ldo + g * FL_U, v);
                         }

@@ -1,0 +1,53 @@
+"""Weight precisions: what is stored, and how float32 weights are converted once.
+
+- fp32: float32 weights.
+- bf16: bfloat16 weights (round to nearest even), kept as their uint16 bits;
+  widened to float32 in registers, products accumulated in float32.
+- int8: symmetric int8 weights with one float32 scale per output row
+  (max |w| of the row / 127); activations, biases and the cell state stay float32.
+Peephole weights, biases and states are float32 in every precision.
+"""
+
+import numpy as np
+
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
+def check_precision(precision):
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
+    return precision
+
+
+def bf16_bits(weight):
+    """float32 array -> uint16 bfloat16 bits, rounded to nearest even (NaN stays NaN)."""
+    bits = np.ascontiguousarray(weight, dtype=np.float32).view(np.uint32)
+    rounded = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+    nan = np.isnan(weight)
+    if nan.any():
+        rounded = np.where(nan, (bits >> np.uint32(16)) | np.uint32(0x40), rounded)
+    return rounded.astype(np.uint16)
+
+
+def bf16_to_float32(bits):
+    """uint16 bfloat16 bits -> float32."""
+    return (np.asarray(bits, dtype=np.uint32) << np.uint32(16)).view(np.float32)
+
+
+def int8_rows(weight):
+    """(N, K) float32 -> (q (N, K) int8, scale (N,) float32) with w ~= q * scale[:, None]."""
+    weight = np.asarray(weight, dtype=np.float32)
+    peak = np.max(np.abs(weight), axis=1) if weight.shape[1] else np.zeros(weight.shape[0], np.float32)
+    scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+    q = np.clip(np.rint(weight / scale[:, None]), -127, 127).astype(np.int8)
+    return q, scale
+
+
+def rounded(weight, precision):
+    """The float32 values a weight takes after conversion to ``precision``."""
+    if precision == "bf16":
+        return bf16_to_float32(bf16_bits(weight))
+    if precision == "int8":
+        q, scale = int8_rows(weight)
+        return q.astype(np.float32) * scale[:, None]
+    return np.asarray(weight, dtype=np.float32)
