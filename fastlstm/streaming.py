@@ -90,6 +90,9 @@ class Stream:
     the new weights from its next call on, with its state kept.
     """
 
+    __slots__ = ("layer", "batch_size", "_engine", "_state", "_plans", "_runners", "_fast_plans",
+                 "_out_seen", "_token")
+
     def __init__(self, layer, batch_size=1):
         _check_layer(layer, "layer")
         self.layer = layer
