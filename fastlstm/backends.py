@@ -36,18 +36,24 @@ def available_backends():
 REDUCED_PRECISION = ("cython",)
 
 
-def _auto_choice(candidates):
-    """The measured rule behind "auto".
+def _auto_choice(precision):
+    """The measured rule behind "auto"; imports only the backends it needs.
 
     The Cython kernels built for AVX-512 beat the Numba ones on every config of
     the bench table (fastlstm bench --configs all: lat_med 1.6 vs 4.6 ms, thr_med
-    54 vs 180 ms, 1 thread).  Built for AVX2 or the x86-64 baseline they are
-    slower than Numba (lat_med, FASTLSTM_ISA=avx2: 6.8 ms vs 4.4 ms; generic:
-    5.8 ms vs 3.3 ms), so on such CPUs fp32 goes to Numba.
+    54 vs 180 ms, 1 thread), and only they run bf16/int8.  Built for AVX2 or the
+    x86-64 baseline they are slower than Numba (lat_med, FASTLSTM_ISA=avx2: 6.8 ms
+    vs 4.4 ms; generic: 5.8 ms vs 3.3 ms), so on such CPUs fp32 goes to Numba.
     """
-    if "cython" in candidates and (_loaded["cython"].ISA == "avx512" or "numba" not in candidates):
+    cython = _load("cython")
+    if cython is not None and (precision != "fp32" or cython.ISA == "avx512"):
         return "cython"
-    return candidates[0] if "numba" not in candidates else "numba"
+    if precision == "fp32" and _load("numba") is not None:
+        return "numba"
+    if cython is not None:
+        return "cython"
+    raise RuntimeError(f"no fastlstm backend can run precision={precision!r} here "
+                       f"(failed to load: {_failed})")
 
 
 def resolve_backend(name="auto", precision="fp32"):
@@ -60,12 +66,7 @@ def resolve_backend(name="auto", precision="fp32"):
     if name == "auto":
         name = os.environ.get("FASTLSTM_BACKEND", "auto") or "auto"
         if name == "auto":
-            available = [backend for backend in available_backends()
-                         if precision == "fp32" or backend in REDUCED_PRECISION]
-            if not available:
-                raise RuntimeError(f"no fastlstm backend can run precision={precision!r} here: "
-                                   f"available {available_backends()}, failed to load {_failed}")
-            return _loaded[_auto_choice(available)]
+            return _loaded[_auto_choice(precision)]
     if name not in _MODULES:
         raise ValueError(f"backend: expected 'auto' or one of {list(_MODULES)}, got {name!r}")
     module = _load(name)
