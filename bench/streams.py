@@ -18,6 +18,7 @@ runs, for a smoke test), --memory-steps N, --backend NAME (default: auto).
 """
 
 import argparse
+import os
 import statistics
 import sys
 import threading
@@ -266,8 +267,10 @@ def main(argv=None):
     quick = args.quick
     fastlstm.set_num_threads(1)
     backends = fastlstm.available_backends() if args.backend == "auto" else [args.backend]
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
     print(f"fastlstm {fastlstm.__version__}, backends {backends}, one thread per call "
-          "(set_num_threads(1))\n")
+          f"(set_num_threads(1)); load average {load} on {os.cpu_count()} cores (the 2-thread "
+          "figure needs the second core free)\n")
 
     if "overhead" in sections:
         _print_overhead(backends, quick)
