@@ -1,0 +1,104 @@
+"""Thread settings: set_num_threads / get_num_threads / FASTLSTM_NUM_THREADS, a call
+never using more threads than set, identical results at any thread count, and the
+floating-point state of the calling thread left as it was."""
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import fastlstm
+from fastlstm import cython_glue
+
+
+def run_python(code, **env):
+    environment = {**os.environ, **env}
+    environment.pop("FASTLSTM_NUM_THREADS", None) if "FASTLSTM_NUM_THREADS" not in env else None
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=environment, timeout=120)
+    return result
+
+
+def test_default_is_the_cores_this_process_may_use():
+    result = run_python("import fastlstm; print(fastlstm.get_num_threads())")
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) == len(os.sched_getaffinity(0))
+
+
+def test_environment_variable_sets_the_default():
+    result = run_python("import fastlstm; print(fastlstm.get_num_threads())", FASTLSTM_NUM_THREADS="1")
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) == 1
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-3"])
+def test_bad_environment_variable_is_a_clear_error(value):
+    result = run_python("import fastlstm", FASTLSTM_NUM_THREADS=value)
+    assert result.returncode != 0
+    assert "FASTLSTM_NUM_THREADS" in result.stderr and repr(value) in result.stderr
+
+
+@pytest.mark.parametrize("value, error", [(0, ValueError), (-1, ValueError), ("2", TypeError),
+                                          (True, TypeError), (1.5, TypeError)])
+def test_set_num_threads_rejects(value, error):
+    with pytest.raises(error, match="n"):
+        fastlstm.set_num_threads(value)
+
+
+@pytest.fixture
+def restore_threads():
+    saved = fastlstm.get_num_threads()
+    yield
+    fastlstm.set_num_threads(saved)
+
+
+def test_set_and_get(restore_threads):
+    fastlstm.set_num_threads(3)
+    assert fastlstm.get_num_threads() == 3
+
+
+def test_results_do_not_depend_on_the_thread_count(restore_threads, monkeypatch, rng):
+    """Each thread owns whole blocks of units, so the arithmetic per unit is the same."""
+    monkeypatch.setattr(cython_glue, "_MIN_FLOPS_PER_THREAD_STEP", 1)  # threads even for tiny work
+    layers = [fastlstm.LSTM(17, 129, num_layers=2, bidirectional=True, proj_size=37, backend="cython"),
+              fastlstm.GRU(37, 129, backend="cython", linear_before_reset=False),
+              fastlstm.LSTM(17, 129, backend="cython", peephole=True, precision="int8")]
+    for layer in layers:
+        x = rng.normal(size=(9, 5, layer.input_size)).astype(np.float32)
+        lengths = np.array([9, 3, 1, 9, 6])
+        results = []
+        for threads in (1, 2, 3):
+            fastlstm.set_num_threads(threads)
+            results.append(layer(x, lengths=lengths))
+        for other in results[1:]:
+            assert np.array_equal(other[0], results[0][0])
+
+
+@pytest.mark.parametrize("backend", fastlstm.available_backends())
+def test_one_thread_means_one_busy_core(restore_threads, backend, rng):
+    """With set_num_threads(1) a big call keeps process CPU time at its wall time
+    (no OpenMP team, no BLAS threads); several busy threads would exceed it."""
+    fastlstm.set_num_threads(1)
+    layer = fastlstm.LSTM(256, 256, backend=backend)
+    x = rng.normal(size=(50, 64, 256)).astype(np.float32)
+    layer(x)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(3):
+        layer(x)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    assert cpu <= 1.15 * wall + 0.02, (cpu, wall)
+
+
+def test_denormals_are_flushed_only_inside_kernels(rng):
+    """Inputs with denormal values give finite, correct-size results, and the
+    caller's floating-point mode is restored afterwards: a denormal still survives
+    numpy arithmetic after the call."""
+    layer = fastlstm.LSTM(17, 37, backend="cython")
+    x = np.full((5, 2, 17), 1e-40, np.float32)
+    out, _ = layer(x)
+    assert np.all(np.isfinite(out))
+    tiny = np.array([1e-39], np.float32)
+    assert (tiny * np.float32(1.0))[0] != 0.0
