@@ -6,8 +6,11 @@
     pytest bench --benchmark-disable              quick mode (CI): each case built, checked
                                                   against PyTorch fp32 and run once; slow cases
                                                   skipped unless --bench-slow
-    --bench-threads 1,2   thread counts (default 1)
-    --bench-peers P,Q     peers (default torch,onnxruntime,openvino; 'none' for fastlstm only)
+    --bench-threads 1,2         thread counts (default 1)
+    --bench-peers P,Q           peers (default torch,onnxruntime,openvino; 'none' for fastlstm only)
+    --bench-precision fp32,...  weight precisions (default fp32,bf16,int8): fastlstm in each
+                                (bf16/int8 on the backends that run them) and the requested
+                                peers' bf16/int8 forms (torch-bf16, torch-int8, openvino-bf16)
 
 ``FASTLSTM_BENCH_QUICK=1`` turns quick mode on as well.
 """
@@ -26,6 +29,8 @@ def pytest_addoption(parser):
     group.addoption("--bench-threads", default="1", help="comma list of thread counts (default 1)")
     group.addoption("--bench-peers", default="torch,onnxruntime,openvino",
                     help="comma list of peers, or 'none'")
+    group.addoption("--bench-precision", default="fp32,bf16,int8",
+                    help="comma list of weight precisions: fp32, bf16, int8")
     group.addoption("--bench-slow", action="store_true",
                     help="run slow (big) cases in quick mode too")
 
@@ -57,9 +62,16 @@ def quick(request):
 
 
 @pytest.fixture(scope="session")
-def requested_peers(request):
+def requested_precisions(request):
     from fastlstm.benchmarking import peers
-    return peers.parse(request.config.getoption("bench_peers"))
+    return peers.parse_precisions(request.config.getoption("bench_precision"))
+
+
+@pytest.fixture(scope="session")
+def requested_peers(request, requested_precisions):
+    from fastlstm.benchmarking import peers
+    return peers.with_precisions(peers.parse(request.config.getoption("bench_peers")),
+                                 requested_precisions)
 
 
 @pytest.fixture(scope="session")

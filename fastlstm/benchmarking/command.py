@@ -5,6 +5,11 @@ seeded weights) on one thread with every fastlstm backend and, when PyTorch is
 installed, ``torch.nn.LSTM`` on the same weights: ms per sequence and per step,
 the speed ratio and the max abs difference.  With any option it runs the config
 table (``--configs``, default all) and prints a markdown table with roofs.
+
+``--precision fp32,bf16,int8`` adds fastlstm with bf16 and int8 weights (on the
+backends that run them) and the reduced-precision forms of the requested peers
+(torch -> torch-bf16, torch-int8; openvino -> openvino-bf16), each in a table of
+its precision with the roof for its weight bytes, plus an accuracy table.
 """
 
 import platform
@@ -19,7 +24,8 @@ from . import peers as peer_registry
 from . import report
 from . import roof as roof_module
 
-TABLE_OPTIONS = ("configs", "threads", "peers", "backends", "json", "plot", "repeat", "quick")
+TABLE_OPTIONS = ("configs", "threads", "peers", "backends", "precision", "json", "plot", "repeat",
+                 "quick")
 
 
 def add_arguments(parser):
@@ -30,7 +36,12 @@ def add_arguments(parser):
                         help="thread counts, applied to every engine (default 1)")
     parser.add_argument("--peers", metavar="P,Q",
                         help=f"peers to compare with (default torch): {','.join(peer_registry.PEERS)} "
-                             "or none; openvino-bf16 is not fp32 and is reported apart")
+                             "or none; the bf16/int8 ones are added by --precision and "
+                             "reported apart")
+    parser.add_argument("--precision", metavar="P,Q",
+                        help="weight precisions to time fastlstm in (default fp32): "
+                             f"{','.join(peer_registry.PRECISIONS)}; bf16/int8 bring the "
+                             "requested peers' bf16/int8 forms and an accuracy table")
     parser.add_argument("--backends", metavar="B,C",
                         help="fastlstm backends (default: every available one)")
     parser.add_argument("--json", metavar="PATH", help="write every result and roof to PATH")
@@ -59,9 +70,11 @@ def _settings(args, table_mode):
         raise ValueError(f"--repeat: expected a positive integer, got {args.repeat}")
     threads = _parse_threads(args.threads)
     spec = args.configs if args.configs is not None else ("all" if table_mode else None)
+    precisions = peer_registry.parse_precisions(args.precision)
+    peers = peer_registry.parse(args.peers if args.peers is not None else "torch")
     return dict(configs=config_registry.select(spec), threads=threads,
-                peers=peer_registry.parse(args.peers if args.peers is not None else "torch"),
-                backends=engine_module.parse_backends(args.backends))
+                peers=peer_registry.with_precisions(peers, precisions),
+                backends=engine_module.parse_backends(args.backends), precisions=precisions)
 
 
 def _parse_threads(spec):
@@ -76,8 +89,8 @@ def _parse_threads(spec):
     return list(dict.fromkeys(values))
 
 
-def _engines(backends, peers):
-    fast, skipped = engine_module.fastlstm_engines(backends)
+def _engines(backends, peers, precisions):
+    fast, skipped = engine_module.fastlstm_engines(backends, precisions)
     others, skipped_peers = engine_module.peer_engines(peers)
     skipped.update(skipped_peers)
     return fast + others, skipped
@@ -85,9 +98,9 @@ def _engines(backends, peers):
 
 # -- the main job: the default model ------------------------------------------------------------
 
-def _run_default(configs, threads, peers, backends):
+def _run_default(configs, threads, peers, backends, precisions):
     config, n_threads = configs[0], threads[0]
-    engines, skipped = _engines(backends, peers)
+    engines, skipped = _engines(backends, peers, precisions)
     print(f"fastlstm bench: default model {config.name}: {config.describe()}, "
           f"seed {config_registry.SEED}, {n_threads} thread(s)")
     case = engine_module.Case(config)
@@ -132,16 +145,19 @@ def _default_line(record):
 
 # -- the config table ----------------------------------------------------------------------------
 
-def _run_table(args, configs, threads, peers, backends):
-    engines, skipped = _engines(backends, peers)
+def _run_table(args, configs, threads, peers, backends, precisions):
+    engines, skipped = _engines(backends, peers, precisions)
+    roof_precisions = [p for p in peer_registry.PRECISIONS
+                       if p == "fp32" or any(engine.precision == p for engine in engines)]
     started = time.time()
-    progress = _Progress(len(configs) * len(threads) * (len(engines) + 1)
+    progress = _Progress(len(configs) * len(threads) * (len(engines) + len(roof_precisions))
                          + (0 if args.quick else 1))
     # machine figures first, while no engine runs: subprocess GEMMs, hot reads
     for config in configs:
         for n_threads in threads:
-            progress.step(f"roof {config.name} {n_threads}t")
-            roof_module.config_roof(config, n_threads, args.quick)
+            for precision in roof_precisions:
+                progress.step(f"roof {config.name} {n_threads}t {precision}")
+                roof_module.config_roof(config, n_threads, args.quick, precision)
     records = []
     for config in configs:
         case = engine_module.Case(config)
@@ -159,18 +175,18 @@ def _run_table(args, configs, threads, peers, backends):
         progress.step("roof: second measurement")
         roof_module.remeasure()
     progress.close()
-    roofs = {(config.name, n): roof_module.config_roof(config, n, args.quick)
-             for config in configs for n in threads}
+    roofs = {(config.name, n, precision): roof_module.config_roof(config, n, args.quick, precision)
+             for config in configs for n in threads for precision in roof_precisions}
     engine_module.add_roofs(records, roofs)
     engine_module.add_speedups(records)
     machine = roof_module.measured()
-    print(report.markdown_table(records, roofs))
+    print(report.tables(records, roofs))
     print()
     for line in report.notes(records, skipped, machine):
         print(line)
     if args.json:
-        report.write_json(args.json, _payload(args, configs, threads, records, roofs, skipped,
-                                              machine, time.time() - started))
+        report.write_json(args.json, _payload(args, configs, threads, precisions, records, roofs,
+                                              skipped, machine, time.time() - started))
         print(f"wrote {args.json}")
     if args.plot:
         if report.plot(args.plot, records, roofs):
@@ -180,7 +196,7 @@ def _run_table(args, configs, threads, peers, backends):
     return 1 if any("error" in r or r.get("flagged") for r in records) else 0
 
 
-def _payload(args, configs, threads, records, roofs, skipped, machine, seconds):
+def _payload(args, configs, threads, precisions, records, roofs, skipped, machine, seconds):
     return {
         "meta": {
             "fastlstm": fastlstm.__version__,
@@ -189,6 +205,7 @@ def _payload(args, configs, threads, records, roofs, skipped, machine, seconds):
             "machine": platform.machine(),
             "processor": platform.processor(),
             "threads": threads,
+            "precisions": precisions,
             "quick": bool(args.quick),
             "repeat": args.repeat,
             "seed": config_registry.SEED,
@@ -197,9 +214,10 @@ def _payload(args, configs, threads, records, roofs, skipped, machine, seconds):
         },
         "configs": {config.name: config.as_dict() for config in configs},
         "machine": machine,
-        "roofs": [dict(config=name, threads=n, **roof.as_dict())
-                  for (name, n), roof in roofs.items()],
+        "roofs": [dict(config=name, threads=n, precision=precision, **roof.as_dict())
+                  for (name, n, precision), roof in roofs.items()],
         "results": records,
+        "accuracy": engine_module.accuracy(records),
         "skipped": skipped,
     }
 

@@ -1,27 +1,44 @@
 """Building, checking and timing every engine on one case.
 
 A ``Case`` holds what all engines share for one config: the seeded weights, the
-input, and (lazily) the torch module, the ONNX export and PyTorch's fp32
-output.  ``bench_cell`` runs one engine on one case at one thread count: build,
-apply threads, check the output against PyTorch fp32, and only then time.
+input, and (lazily) the torch module, the ONNX model and the fp32 reference
+output (PyTorch's, or ONNX Runtime's for the cell variants torch has no module
+for).  ``bench_cell`` runs one engine on one case at one thread count: build,
+apply threads, check the output against the reference, and only then time.
+
+Engines have a weight precision.  An fp32 engine is flagged beyond 1e-4 of the
+reference; a bf16/int8 engine only beyond a sanity bound (``peers.TOLERANCES``),
+its real error going to the accuracy table (``accuracy``).
 """
 
+import importlib
 import shutil
 import tempfile
 
 import numpy as np
 
 import fastlstm
+from fastlstm.backends import REDUCED_PRECISION
 
 from . import peers as peer_registry
 from . import roof as roof_module
 from . import timing
 
 FASTLSTM_PREFIX = "fastlstm"
+ONNXRUNTIME = "onnxruntime"
 
 
-def fastlstm_engine_name(backend):
-    return f"{FASTLSTM_PREFIX}[{backend}]"
+def fastlstm_engine_name(backend, precision="fp32"):
+    """``fastlstm[cython]`` for fp32, ``fastlstm[cython,bf16]`` for a reduced precision."""
+    return f"{FASTLSTM_PREFIX}[{backend}]" if precision == "fp32" else \
+        f"{FASTLSTM_PREFIX}[{backend},{precision}]"
+
+
+def parse_engine_name(name):
+    """``fastlstm[cython,bf16]`` -> ("cython", "bf16"); ``fastlstm[numba]`` -> ("numba", "fp32")."""
+    inside = name[len(FASTLSTM_PREFIX) + 1:-1]
+    backend, _, precision = inside.partition(",")
+    return backend, precision or "fp32"
 
 
 def parse_backends(spec):
@@ -37,6 +54,7 @@ class Case:
 
     def __init__(self, config, seed=0, workdir=None):
         self.config = config
+        self.reference_name = config.reference_engine
         self.seed = seed
         self.state_dict = config.make_state_dict(seed)
         self.x = config.make_input(seed)
@@ -55,15 +73,16 @@ class Case:
         return self._torch_module
 
     def reference(self):
-        """PyTorch fp32 output, or None when torch is not installed."""
+        """The fp32 reference output (``reference_name``: PyTorch, or ONNX Runtime for a
+        cell variant), or None when that library is not installed."""
         if not self._reference_done:
             self._reference_done = True
+            module = importlib.import_module(peer_registry.PEERS[self.reference_name])
             try:
-                from .peers import torch_peer
-                torch_peer.version()
-            except ImportError:
+                module.version()
+                self._reference = module.reference_output(self)
+            except (ImportError, peer_registry.PeerUnavailable):
                 return None
-            self._reference = torch_peer.reference_output(self)
         return self._reference
 
     def onnx_path(self):
@@ -75,8 +94,9 @@ class Case:
             try:
                 self._onnx_path = onnx_export.export(self, self.workdir())
             except ImportError as error:
+                needs = "torch and onnx" if self.config.torch_expressible else "onnx"
                 self._onnx_error = peer_registry.PeerUnavailable(
-                    f"exporting to ONNX needs torch and onnx ({error.name or error} not installed)")
+                    f"exporting to ONNX needs {needs} ({error.name or error} not installed)")
                 raise self._onnx_error from error
         return self._onnx_path
 
@@ -92,11 +112,12 @@ class Case:
             self._onnx_path = None
 
 
-def build_fastlstm(case, backend, threads):
-    """A runner for fastlstm on ``backend``; threads through ``fastlstm.set_num_threads``
-    when this installation has it (otherwise ``threads_applied`` is False)."""
+def build_fastlstm(case, backend, threads, precision="fp32"):
+    """A runner for fastlstm on ``backend`` with ``precision`` weights; threads through
+    ``fastlstm.set_num_threads`` when this installation has it (otherwise
+    ``threads_applied`` is False)."""
     layer_class = case.config.fastlstm_class()
-    layer = layer_class(**case.config.hyperparameters(), backend=backend)
+    layer = layer_class(**case.config.layer_kwargs(), backend=backend, precision=precision)
     layer.load_state_dict(case.state_dict)
     set_threads = getattr(fastlstm, "set_num_threads", None)
     x = case.x
@@ -113,31 +134,40 @@ def build_fastlstm(case, backend, threads):
 
 
 class Engine:
-    """One column of the table: a fastlstm backend or a peer."""
+    """One column of the table: a fastlstm backend in one precision, or a peer."""
 
-    def __init__(self, name, kind, fp32, tolerance, build):
+    def __init__(self, name, kind, precision, build):
         self.name = name
-        self.kind = kind          # "fastlstm" or "peer"
-        self.fp32 = fp32
-        self.tolerance = tolerance
-        self._build = build       # (case, threads) -> Runner
+        self.kind = kind              # "fastlstm" or "peer"
+        self.precision = precision    # "fp32", "bf16" or "int8" weights
+        self.tolerance = peer_registry.TOLERANCES[precision]
+        self._build = build           # (case, threads) -> Runner
+
+    @property
+    def fp32(self):
+        return self.precision == "fp32"
 
     def build(self, case, threads):
         return self._build(case, threads)
 
 
-def fastlstm_engines(backends):
-    """Engines for the requested backends; unavailable ones go to ``skipped``."""
+def fastlstm_engines(backends, precisions=("fp32",)):
+    """Engines for the requested backends in each requested precision (bf16/int8 only on the
+    backends that run them); unavailable ones go to ``skipped`` with the reason."""
     engines, skipped = [], {}
     available = fastlstm.available_backends()
-    for backend in backends:
-        name = fastlstm_engine_name(backend)
-        if backend not in available:
-            skipped[name] = f"backend {backend!r} not available (available: {available})"
-            continue
-        engines.append(Engine(name, "fastlstm", True, peer_registry.FP32_TOLERANCE,
-                              lambda case, threads, backend=backend:
-                              build_fastlstm(case, backend, threads)))
+    for precision in precisions:
+        for backend in backends:
+            name = fastlstm_engine_name(backend, precision)
+            if backend not in available:
+                skipped[name] = f"backend {backend!r} not available (available: {available})"
+            elif precision != "fp32" and backend not in REDUCED_PRECISION:
+                skipped[name] = (f"backend {backend!r} runs fp32 weights only "
+                                 f"({precision} runs on {list(REDUCED_PRECISION)})")
+            else:
+                engines.append(Engine(name, "fastlstm", precision,
+                                      lambda case, threads, backend=backend, precision=precision:
+                                      build_fastlstm(case, backend, threads, precision)))
     return engines, skipped
 
 
@@ -150,7 +180,7 @@ def peer_engines(names):
         except peer_registry.PeerUnavailable as error:
             skipped[name] = str(error)
             continue
-        engines.append(Engine(module.NAME, "peer", module.FP32, module.TOLERANCE, module.build))
+        engines.append(Engine(module.NAME, "peer", module.PRECISION, module.build))
     return engines, skipped
 
 
@@ -164,14 +194,15 @@ def max_abs_diff(out, reference):
 
 
 def bench_cell(engine, case, threads, *, quick=False, repeat=None):
-    """Build, check against PyTorch fp32, then time ``engine`` on ``case``; returns a record.
+    """Build, check against the fp32 reference, then time ``engine`` on ``case``; returns a record.
 
     A failure to build or run (an engine that cannot handle the case) is recorded
     in ``error`` instead of raising, so one peer never stops the run.
     """
     config = case.config
     record = {"config": config.name, "threads": threads, "engine": engine.name,
-              "kind": engine.kind, "fp32": engine.fp32, "tolerance": engine.tolerance}
+              "kind": engine.kind, "precision": engine.precision, "fp32": engine.fp32,
+              "tolerance": engine.tolerance, "reference": case.reference_name}
     try:
         runner = engine.build(case, threads)
         runner.activate()
@@ -197,27 +228,53 @@ def bench_cell(engine, case, threads, *, quick=False, repeat=None):
 
 def add_roofs(records, roofs):
     """Give each timed record ``roof_ms`` and ``x_roof`` (its median as a multiple of the
-    roof) from ``roofs`` {(config, threads): Roof}."""
+    roof) from ``roofs`` {(config, threads, precision): Roof}: the roof for the weight
+    bytes of the record's precision."""
     for record in records:
-        roof = roofs.get((record["config"], record["threads"]))
+        roof = roofs.get((record["config"], record["threads"], record["precision"]))
         if roof is not None and "median_ms" in record:
             record.update(roof_ms=roof.roof_ms, x_roof=record["median_ms"] / roof.roof_ms)
     return records
 
 
+def _usable(record):
+    return "median_ms" in record and not record.get("flagged")
+
+
 def add_speedups(records):
-    """Give each fastlstm record ``speedup_vs_best_fp32_peer`` (= best peer ms / its ms)
-    and ``best_fp32_peer``, per (config, threads)."""
-    best = {}
+    """Give each fastlstm record, per (config, threads), ``best_<precision>_peer`` and
+    ``speedup_vs_best_<precision>_peer`` (= the fastest peer in the same precision's median
+    / its median) and ``speedup_vs_onnxruntime_fp32``; flagged peers never count."""
+    best, onnxruntime = {}, {}
     for record in records:
-        if record["kind"] == "peer" and record["fp32"] and "median_ms" in record \
-                and not record.get("flagged"):
-            key = (record["config"], record["threads"])
-            if key not in best or record["median_ms"] < best[key]["median_ms"]:
-                best[key] = record
+        if record["kind"] != "peer" or not _usable(record):
+            continue
+        key = (record["config"], record["threads"], record["precision"])
+        if key not in best or record["median_ms"] < best[key]["median_ms"]:
+            best[key] = record
+        if record["engine"] == ONNXRUNTIME:
+            onnxruntime[key[:2]] = record
     for record in records:
-        key = (record["config"], record["threads"])
-        if record["kind"] == "fastlstm" and "median_ms" in record and key in best:
-            record["best_fp32_peer"] = best[key]["engine"]
-            record["speedup_vs_best_fp32_peer"] = best[key]["median_ms"] / record["median_ms"]
+        if record["kind"] != "fastlstm" or "median_ms" not in record:
+            continue
+        precision = record["precision"]
+        peer = best.get((record["config"], record["threads"], precision))
+        if peer is not None:
+            record[f"best_{precision}_peer"] = peer["engine"]
+            record[f"speedup_vs_best_{precision}_peer"] = peer["median_ms"] / record["median_ms"]
+        peer = onnxruntime.get((record["config"], record["threads"]))
+        if peer is not None:
+            record["speedup_vs_onnxruntime_fp32"] = peer["median_ms"] / record["median_ms"]
     return records
+
+
+def accuracy(records):
+    """{config: {"reference": engine, reduced-precision engine: max abs diff}}: each bf16/int8
+    engine's worst difference from the fp32 reference over the thread counts run."""
+    table = {}
+    for record in records:
+        if record["precision"] == "fp32" or record.get("max_abs_diff") is None:
+            continue
+        row = table.setdefault(record["config"], {"reference": record["reference"]})
+        row[record["engine"]] = max(row.get(record["engine"], 0.0), record["max_abs_diff"])
+    return table

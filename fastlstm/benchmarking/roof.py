@@ -1,4 +1,4 @@
-"""The roof: the time below which no float32 engine can run a config on this machine.
+"""The roof: the time below which no float32-arithmetic engine can run a config on this machine.
 
     roof = max(memory, compute)
     memory  = steps * sum over layers/directions of bytes(W_hh) / read_bandwidth(bytes(W_hh), threads)
@@ -8,7 +8,14 @@ Every step must read each recurrent matrix once (the step depends on the
 previous one, so the reads cannot be batched across steps), and every flop has
 to be done at best at the speed of a large, well-tuned float32 sgemm.  Both
 machine figures are measured in the same run, once per buffer size / thread
-count (cached for the rest of the process):
+count (cached for the rest of the process).
+
+Per weight precision the memory half uses the bytes W_hh takes in it (bf16 2 a
+weight, int8 1 plus a float32 scale per row; ``configs.WEIGHT_BYTES``) and the
+bandwidth measured over a buffer of that size; the compute half stays the fp32
+GEMM ceiling, since fastlstm widens reduced weights to float32 and computes in
+float32.  A peer computing in bf16 or int8 (AMX, VNNI) is not bound by that
+compute half, only by the memory half.
 
 * read bandwidth: a hot, vectorised sum over a float32 buffer of the matrix's
   size, split over ``threads`` threads (a Numba kernel; numpy's
@@ -68,16 +75,18 @@ class Roof:
                 "bandwidth_gbs": self.bandwidth_gbs, "gemm_gflops": self.gemm_gflops}
 
 
-def roof_from(config, bandwidth_gbs, gemm_gflops):
-    """The roof of ``config`` given the machine figures (pure arithmetic, no measuring)."""
-    bytes_read = config.steps * config.recurrent_matrices * config.recurrent_matrix_bytes()
+def roof_from(config, bandwidth_gbs, gemm_gflops, precision="fp32"):
+    """The roof of ``config`` with ``precision`` weights given the machine figures (pure
+    arithmetic, no measuring)."""
+    bytes_read = config.steps * config.recurrent_matrices * config.recurrent_matrix_bytes(precision)
     memory_ms = bytes_read / (bandwidth_gbs * 1e9) * 1e3
     compute_ms = config.flops() / (gemm_gflops * 1e9) * 1e3
     return Roof(memory_ms, compute_ms, bandwidth_gbs, gemm_gflops)
 
 
-def config_roof(config, threads, quick=False):
-    """Measure (or reuse) the machine figures and return the roof of ``config``.
+def config_roof(config, threads, quick=False, precision="fp32"):
+    """Measure (or reuse) the machine figures and return the roof of ``config`` with
+    ``precision`` weights (read bandwidth measured over a buffer of their size).
 
     An engine given n threads may use just one, so the n-thread figures used are
     at least the 1-thread ones.  This also keeps the roof honest when another
@@ -86,9 +95,10 @@ def config_roof(config, threads, quick=False):
     was busy).
     """
     counts = sorted({1, int(threads)})
-    bandwidth = max(read_bandwidth_gbs(config.recurrent_matrix_bytes(), n, quick) for n in counts)
+    nbytes = config.recurrent_matrix_bytes(precision)
+    bandwidth = max(read_bandwidth_gbs(nbytes, n, quick) for n in counts)
     ceiling = max(gemm_ceiling(n, quick)["best"] for n in counts)
-    return roof_from(config, bandwidth, ceiling)
+    return roof_from(config, bandwidth, ceiling, precision)
 
 
 def gflops(config, ms):

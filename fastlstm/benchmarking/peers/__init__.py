@@ -2,15 +2,18 @@
 
 Each peer module exposes
     NAME       column label
-    FP32       True when it computes in float32 (only those count as "fastest fp32 peer")
-    TOLERANCE  max abs difference from PyTorch fp32 above which its result is flagged
+    BASE       the library peer it is a form of ("torch", "onnxruntime", "openvino")
+    PRECISION  "fp32", "bf16" or "int8": what its weights are stored in (only fp32 peers count
+               as "fastest fp32 peer"; the others are compared with fastlstm in that precision)
     version()  imports its library (ImportError when missing) and returns its version
     build(case, threads) -> Runner   a callable ``runner() -> out (T, B, D*H)`` bound to the
                case's input, with ``activate()`` (apply the thread count just before timing)
-               and ``threads_applied`` (False when the engine could not be told)
+               and ``threads_applied`` (False when the engine could not be told); raises
+               ``PeerUnavailable`` for a case it cannot compute (e.g. torch on a peephole LSTM)
 
 ``load(name)`` returns the module or raises ``PeerUnavailable`` with the reason,
-so a missing library is reported as skipped, never a crash.
+so a missing library is reported as skipped, never a crash.  ``with_precisions``
+adds the reduced-precision forms of the requested peers.
 """
 
 import importlib
@@ -20,8 +23,17 @@ PEERS = {
     "onnxruntime": "fastlstm.benchmarking.peers.onnxruntime_peer",
     "openvino": "fastlstm.benchmarking.peers.openvino_peer",
     "openvino-bf16": "fastlstm.benchmarking.peers.openvino_bf16_peer",
+    "torch-bf16": "fastlstm.benchmarking.peers.torch_bf16_peer",
+    "torch-int8": "fastlstm.benchmarking.peers.torch_int8_peer",
 }
-FP32_TOLERANCE = 1e-4
+PRECISIONS = ("fp32", "bf16", "int8")
+# Max abs difference from the fp32 reference above which a result is flagged.  fp32: the
+# accuracy check proper.  bf16/int8: a sanity bound against a broken engine, not an
+# accuracy target (the accuracy table reports their real errors); the worst seen over the
+# bench table was <= 0.03 (bf16, torch-bf16 computing everything in bf16) and <= 0.06
+# (int8, torch-int8 quantizing activations too).
+TOLERANCES = {"fp32": 1e-4, "bf16": 0.25, "int8": 0.25}
+FP32_TOLERANCE = TOLERANCES["fp32"]
 
 
 class PeerUnavailable(Exception):
@@ -38,6 +50,29 @@ def parse(spec):
         raise ValueError(f"--peers: unknown peer(s) {unknown}; expected a comma list of "
                          f"{list(PEERS)} or 'none'")
     return list(dict.fromkeys(names))
+
+
+def parse_precisions(spec):
+    """Precisions from ``"fp32,bf16"`` (None -> fp32 only)."""
+    if spec is None:
+        return ["fp32"]
+    names = [name.strip() for name in spec.split(",") if name.strip()]
+    unknown = [name for name in names if name not in PRECISIONS]
+    if unknown or not names:
+        raise ValueError(f"--precision: expected a comma list of {list(PRECISIONS)}, got {spec!r}")
+    return list(dict.fromkeys(names))
+
+
+def with_precisions(names, precisions):
+    """``names`` and, after them, every reduced-precision peer in ``precisions`` whose BASE
+    library is among ``names`` (torch -> torch-bf16, torch-int8; openvino -> openvino-bf16)."""
+    chosen = list(names)
+    for name, module_name in PEERS.items():
+        module = importlib.import_module(module_name)
+        if (name not in chosen and module.PRECISION != "fp32" and module.PRECISION in precisions
+                and module.BASE in names):
+            chosen.append(name)
+    return chosen
 
 
 def load(name):

@@ -1,8 +1,8 @@
 """PyTorch eager, float32, under ``torch.inference_mode()``; also the reference output."""
 
 NAME = "torch"
-FP32 = True
-TOLERANCE = 1e-4
+BASE = "torch"
+PRECISION = "fp32"
 
 
 def version():
@@ -11,9 +11,15 @@ def version():
 
 
 def build_module(case):
-    """``torch.nn.<mode>`` with the case's seeded weights, in eval mode."""
+    """``torch.nn.<mode>`` with the case's seeded weights, in eval mode; PeerUnavailable
+    for a cell variant torch has no module for."""
     import torch
-    module = getattr(torch.nn, case.config.mode)(**case.config.hyperparameters()).eval()
+
+    from . import PeerUnavailable
+    config = case.config
+    if not config.torch_expressible:
+        raise PeerUnavailable(f"torch.nn.{config.mode} has no {config.variant_description()}")
+    module = getattr(torch.nn, config.mode)(**config.hyperparameters()).eval()
     module.load_state_dict({key: torch.from_numpy(value) for key, value in case.state_dict.items()})
     return module
 
@@ -25,19 +31,23 @@ def reference_output(case):
         return case.torch_module()(torch.from_numpy(case.x))[0].numpy().copy()
 
 
-def build(case, threads):
+def runner(module, x, threads, to_numpy=lambda out: out.numpy()):
+    """A Runner calling ``module(x)[0]`` under inference_mode on ``threads`` torch threads."""
     import torch
 
     from . import Runner
-    module = case.torch_module()
-    x = torch.from_numpy(case.x)
 
     def run():
         with torch.inference_mode():
-            return module(x)[0].numpy()
+            return to_numpy(module(x)[0])
 
     def activate():
         torch.set_num_threads(threads)
 
     activate()
     return Runner(run, activate)
+
+
+def build(case, threads):
+    import torch
+    return runner(case.torch_module(), torch.from_numpy(case.x), threads)
