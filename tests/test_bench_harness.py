@@ -102,6 +102,19 @@ def test_an_fp32_engine_below_the_roof_is_called_out():
     assert "WARNING: torch on lat_med" in text and "not a bound" in text
 
 
+def test_a_busy_machine_is_called_out():
+    from fastlstm.benchmarking import command
+    share = command._OtherProcesses().share()
+    assert share is None or 0.0 <= share <= 1.0
+    text = "\n".join(report.notes([], {}, {"cores": 2, "load_average": [1.5, 1.0, 0.5],
+                                            "other_processes_cpu_share": 0.49}))
+    assert "machine: 2 cores, load average at start 1.50 1.00 0.50" in text
+    assert "other processes used 49% of the cores during the run: figures with as many" in text
+    quiet = "\n".join(report.notes([], {}, {"cores": 2, "other_processes_cpu_share": 0.01}))
+    assert "other processes used 1% of the cores during the run" in quiet
+    assert "shared them" not in quiet
+
+
 def test_timing_warms_up_then_times_the_requested_repeats():
     calls = []
     result = timing.measure(lambda: calls.append(1), repeat=7)
@@ -134,6 +147,8 @@ def test_cli_quick_table_writes_json(tmp_path, capsys):
     assert set(payload["configs"]) == {"lat_small", "step1"}
     assert payload["machine"]["gemm_gflops"]["1"]["best"] > 0
     assert payload["machine"]["read_bandwidth_gbs"]["1"]
+    assert payload["machine"]["cores"] == os.cpu_count()
+    assert "other_processes_cpu_share" in payload["machine"]
     names = {r["engine"] for r in payload["results"]}
     assert "torch" in names and any(name.startswith("fastlstm[") for name in names)
     for record in payload["results"]:

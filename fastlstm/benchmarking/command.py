@@ -12,6 +12,7 @@ backends that run them) and the reduced-precision forms of the requested peers
 its precision with the roof for its weight bytes, plus an accuracy table.
 """
 
+import os
 import platform
 import sys
 import time
@@ -147,6 +148,8 @@ def _default_line(record):
 
 def _run_table(args, configs, threads, peers, backends, precisions):
     engines, skipped = _engines(backends, peers, precisions)
+    load_at_start = _load_average()
+    others = _OtherProcesses()
     roof_precisions = [p for p in peer_registry.PRECISIONS
                        if p == "fp32" or any(engine.precision == p for engine in engines)]
     started = time.time()
@@ -179,7 +182,8 @@ def _run_table(args, configs, threads, peers, backends, precisions):
              for config in configs for n in threads for precision in roof_precisions}
     engine_module.add_roofs(records, roofs)
     engine_module.add_speedups(records)
-    machine = roof_module.measured()
+    machine = dict(roof_module.measured(), cores=os.cpu_count(), load_average=load_at_start,
+                   other_processes_cpu_share=others.share())
     print(report.tables(records, roofs))
     print()
     for line in report.notes(records, skipped, machine):
@@ -194,6 +198,42 @@ def _run_table(args, configs, threads, peers, backends, precisions):
         else:
             print("plot skipped: matplotlib not installed")
     return 1 if any("error" in r or r.get("flagged") for r in records) else 0
+
+
+def _load_average():
+    """(1, 5, 15)-minute load averages, or None where the OS does not report them."""
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+class _OtherProcesses:
+    """The share of the machine's cores that other processes used since construction: all
+    busy CPU time (/proc/stat) minus this process's and its children's, over wall time x
+    cores.  None where /proc/stat is missing (not Linux)."""
+
+    def __init__(self):
+        self._start = self._sample()
+
+    @staticmethod
+    def _sample():
+        try:
+            with open("/proc/stat") as handle:
+                fields = [int(value) for value in handle.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # less idle, iowait
+        mine = os.times()
+        return (time.monotonic(), busy / os.sysconf("SC_CLK_TCK"),
+                mine.user + mine.system + mine.children_user + mine.children_system)
+
+    def share(self):
+        end = self._sample()
+        if self._start is None or end is None or end[0] <= self._start[0]:
+            return None
+        wall, busy, mine = (b - a for a, b in zip(self._start, end))
+        return round(max(0.0, busy - mine) / (wall * (os.cpu_count() or 1)), 3)
 
 
 def _payload(args, configs, threads, precisions, records, roofs, skipped, machine, seconds):

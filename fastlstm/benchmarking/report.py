@@ -13,6 +13,8 @@ from . import engines as engine_module
 
 FLAG_LIMIT_NOTE = "!"      # appended to a time whose output is beyond tolerance of the reference
 THREADS_NOTE = "~"         # appended to a time where the engine could not be told the thread count
+# share of the cores used by other processes during a run from which it is called out
+BUSY_NOTE = 0.1
 
 
 def _fmt_ms(value):
@@ -101,7 +103,8 @@ def precision_table(records, roofs, precision):
     rows = list(dict.fromkeys((r["config"], r["threads"]) for r in chosen))
     header = ["config", "thr", f"{precision} roof ms"] + [f"{name} ms" for name in engines]
     header.append("onnxruntime fp32 ms")
-    best_label = "/".join(peers) if peers else f"{precision} peer"
+    best_label = (peers[0] if len(peers) == 1 else f"fastest of {'/'.join(peers)}") if peers \
+        else f"fastest {precision} peer"
     for name in fastlstm:
         short = name if len(fastlstm) > 1 else f"fastlstm {precision}"
         header += [f"{short} vs {best_label}", f"{short} vs onnxruntime fp32",
@@ -202,6 +205,17 @@ def notes(records, skipped, machine):
                      f"{record['threads']}) ran at {record['x_roof']:.2f}x the roof: a machine "
                      "figure was measured low (cores shared with another process?); that roof "
                      "is not a bound")
+    share, load = machine.get("other_processes_cpu_share"), machine.get("load_average")
+    if share is not None or load:
+        text = f"machine: {machine.get('cores')} cores"
+        if load:
+            text += f", load average at start {_fmt_load(load)} (1, 5, 15 min)"
+        if share is not None:
+            text += f", other processes used {share:.0%} of the cores during the run"
+            if share >= BUSY_NOTE:
+                text += (": figures with as many threads as cores shared them and can be far "
+                         "off (two orders of magnitude for engines whose threads spin-wait)")
+        lines.append(text)
     for threads, figures in machine.get("gemm_gflops", {}).items():
         lines.append(f"GEMM ceiling, {threads} thread(s): " + ", ".join(
             f"{label} {value:.0f}" for label, value in figures.items()) + " GFLOP/s")
@@ -209,6 +223,10 @@ def notes(records, skipped, machine):
         lines.append(f"read bandwidth, {threads} thread(s): " + ", ".join(
             f"{_fmt_bytes(int(size))} {value:.0f}" for size, value in figures.items()) + " GB/s")
     return lines
+
+
+def _fmt_load(values):
+    return " ".join(f"{value:.2f}" for value in values)
 
 
 def _fmt_bytes(size):
