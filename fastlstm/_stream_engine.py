@@ -131,9 +131,12 @@ class _CythonEngine(_Engine):
             """For this set_num_threads setting: the projection's thread count, the inner
             layers' calls with run_sequence's arguments complete, and the last layer's call
             with its arguments before and after ``out`` (the caller's, known per call)."""
-            # per-thread partial sums for the K-chunked product at large batch
-            scratch = (np.zeros((max(1, num_threads), batch * 4 * glue.UNITS), np.float32)
-                       if batch > 1 else None)
+            # per-thread partial sums for the K-chunked product at large batch, and
+            # int8's per-thread quantized h rows (as cython_glue._Workspace has them)
+            threads_max = max(1, num_threads)
+            scratch = np.zeros((threads_max, batch * 4 * glue.UNITS), np.float32)
+            q_scratch = np.zeros((threads_max, batch * (hidden_out + 1)), np.float32)
+            u8_scratch = np.zeros((threads_max, batch * (-(-hidden_out // 4) * 4)), np.uint8)
             threads = glue._threads_for(step_flops, n_blk)  # cython_glue.run_layers' rule
             variant, calls = self.variant, []
             for index, layer in enumerate(self.layers):
@@ -143,7 +146,8 @@ class _CythonEngine(_Engine):
                         pair, state.cells[index], h_full, n_active, False)
                 tail = (0, hidden_out, threads, direction.peep, variant.coupled_input_forget,
                         variant.clip, direction.w_hn, rh, z, scratch, direction.scale_hh,
-                        direction.scale_hr, direction.scale_hn)
+                        direction.scale_hr, direction.scale_hn, q_scratch,
+                        direction.wq if glue._USE_VNNI else None, direction.wsum, u8_scratch)
                 calls.append((layer.w_ih, layer.bias, layer.scale_ih, head, tail, pair[0], pair[1],
                               outs[index], out_rows[index]))
             inner = [(w_ih, bias, scale, head + (dest,) + tail, h_now, h_odd, next_rows)

@@ -10,6 +10,7 @@ Rows are sorted longest first, so at every step the running sequences are a
 prefix of the batch and the kernels simply run fewer rows.
 """
 
+import os
 import threading
 from dataclasses import dataclass
 
@@ -29,6 +30,9 @@ UNITS = _kernels.UNITS_PER_BLOCK
 _MODE = {"LSTM": _kernels.LSTM, "GRU": _kernels.GRU,
          "RNN_TANH": _kernels.RNN_TANH, "RNN_RELU": _kernels.RNN_RELU}
 _DUMMY_MATRIX = np.zeros((1, 1), np.float32)
+# int8 on AVX512-VNNI uses vpdpbusd; FASTLSTM_VNNI=0 forces the portable path
+# (same results: both compute exact integer sums).
+_USE_VNNI = os.environ.get("FASTLSTM_VNNI", "1") != "0"
 
 # Threads pay off once a step reads enough weights to cover the barrier
 # (about a microsecond per step).
@@ -46,6 +50,8 @@ class CythonDirection:
     scale_hh: np.ndarray  # int8 column scales of w_hh (n_blk*G*16,), else None
     scale_hr: np.ndarray
     scale_hn: np.ndarray
+    wq: np.ndarray        # int8: w_hh in VNNI order (n_blk, K4, G*16, 4), else None
+    wsum: np.ndarray      # int8: its column sums (n_blk, G*16) int32, else None
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,15 @@ def _blocked_vectors(vectors, hidden):
     return np.ascontiguousarray(blocked, dtype=np.float32)
 
 
+def _vnni_order(blocked):
+    """int8 (n_blk, K, W) -> ((n_blk, K4, W, 4) with K zero-padded to 4*K4, column sums (n_blk, W))."""
+    n_blk, k_dim, width = blocked.shape
+    padded = np.zeros((n_blk, -(-k_dim // 4) * 4, width), np.int8)
+    padded[:, :k_dim] = blocked
+    quads = padded.reshape(n_blk, -1, 4, width).transpose(0, 1, 3, 2)
+    return np.ascontiguousarray(quads), np.ascontiguousarray(blocked.sum(axis=1, dtype=np.int32))
+
+
 def _pack_direction(mode, hidden_size, direction, variant, precision):
     w_hh, scale_hh = _typed_blocks(direction["w_hh"], GATES[mode], hidden_size, precision)
     w_hn, scale_hn = _DUMMY[precision], None
@@ -124,6 +139,8 @@ def _pack_direction(mode, hidden_size, direction, variant, precision):
         peep=None if peep is None else _blocked_vectors(peep, hidden_size),
         w_hn=w_hn,
         scale_hh=scale_hh, scale_hr=scale_hr, scale_hn=scale_hn,
+        wq=_vnni_order(w_hh)[0] if precision == "int8" else None,
+        wsum=_vnni_order(w_hh)[1] if precision == "int8" else None,
     )
 
 
@@ -167,7 +184,11 @@ class _Workspace:
         self.rh = np.zeros((batch, padded), np.float32) if reset_before else None
         self.z = np.zeros((batch, padded), np.float32) if reset_before else None
         self.all_active = np.full(n_steps, batch, np.int64)
-        self.scratch = np.zeros((max(1, get_num_threads()), batch * 4 * UNITS), np.float32)
+        threads = max(1, get_num_threads())
+        self.scratch = np.zeros((threads, batch * 4 * UNITS), np.float32)
+        k_dim = hidden_out  # the recurrent product's K, quantized per row for int8
+        self.q_scratch = np.zeros((threads, batch * (k_dim + 1)), np.float32)
+        self.u8_scratch = np.zeros((threads, batch * (-(-k_dim // 4) * 4)), np.uint8)
         step_flops = 2 * batch * hidden_out * n_blk * gates * UNITS
         self.threads = get_num_threads()
         self.step_threads = _threads_for(step_flops, n_blk)
@@ -237,7 +258,8 @@ def run_layers(mode, layers, hidden_size, proj_size, x, h0, c0, lengths):
                 direction.w_hr, direction.b_hn, h_state, c_state, ws.h_full, n_active, d == 1,
                 out, d * hidden_out, hidden_out, ws.step_threads, direction.peep,
                 variant.coupled_input_forget, variant.clip, direction.w_hn, ws.rh, ws.z,
-                ws.scratch, direction.scale_hh, direction.scale_hr, direction.scale_hn)
+                ws.scratch, direction.scale_hh, direction.scale_hr, direction.scale_hn,
+                ws.q_scratch, direction.wq if _USE_VNNI else None, direction.wsum, ws.u8_scratch)
             h_n[state] = h_state[final, :, :hidden_out]
             if c0 is not None:
                 c_n[state] = c_state[:, :hidden_size]

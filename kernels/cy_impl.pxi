@@ -10,6 +10,7 @@
 
 cimport cython
 from cython.parallel cimport parallel
+from libc.stdint cimport int8_t, int32_t, uint8_t
 from libc.string cimport memcpy, memset
 
 cdef extern from "fastlstm_simd.h" nogil:
@@ -27,6 +28,13 @@ cdef extern from "fastlstm_simd.h" nogil:
         const void *w
         int wt
         const float *wscale
+        const float *hq
+        long ldq
+        const float *hscale
+        const int8_t *wq
+        const int32_t *wsum
+        const uint8_t *hu8
+        long ldu
         long K
         const float *h
         long ldh
@@ -50,6 +58,9 @@ cdef extern from "fastlstm_simd.h" nogil:
     void fl_project_rows(int G, int wt, const void *w_blocks, const float *wscale, long n_blocks,
                          long K, const float *bias, const float *x, long ldx, float *out,
                          long ldo, long row0, long row1)
+    void fl_quantize_rows(const float *h, long ldh, long K, long rows, float *hq, long ldq,
+                          uint8_t *hu8, long ldu, float *hscale)
+    int fl_cpu_supports_vnni()
     unsigned fl_ftz_enter()
     void fl_ftz_exit(unsigned old)
     void fl_barrier()
@@ -80,6 +91,11 @@ def openmp_enabled():
 
 def cpu_supports_avx512():
     return bool(fl_cpu_supports_avx512())
+
+
+def cpu_supports_vnni():
+    """True when this module has the AVX512-VNNI int8 path and the CPU runs it."""
+    return bool(fl_cpu_supports_vnni())
 
 
 def cpu_supports_avx2():
@@ -129,6 +145,13 @@ ctypedef struct SeqArgs:
     long ldr
     float *scratch          # (threads, B * 4 * FL_U) per-thread partial gate sums
     int scratch_threads
+    bint quantize           # int8: the recurrent input h quantized per row and step
+    float *q_scratch        # (threads, B * (K + 1)) quantized rows and their scales
+    long ldq
+    const int8_t *wq        # (n_blk, K4, width, 4) VNNI-ordered w_hh, or NULL
+    const int32_t *wsum     # (n_blk, width) column sums of wq
+    uint8_t *u8_scratch     # (threads, B * ldu) quantized rows + 128 for vpdpbusd
+    long ldu
 
 
 cdef inline void _share(long n, int parts, int part, long *lo, long *hi) noexcept nogil:
@@ -153,9 +176,17 @@ cdef void _sequence_thread(const SeqArgs *s) noexcept nogil:
     cdef float *y
     cdef fl_block_args a
     cdef float *scratch = NULL
+    cdef float *hq = NULL
+    cdef float *hscale = NULL
+    cdef uint8_t *hu8 = NULL
     cdef unsigned csr = fl_ftz_enter()
     if tid < s.scratch_threads:
         scratch = s.scratch + tid * s.batch * 4 * FL_U
+        if s.quantize:
+            hq = s.q_scratch + tid * s.batch * (s.ldq + 1)
+            hscale = hq + s.batch * s.ldq
+            if s.wq != NULL:
+                hu8 = s.u8_scratch + tid * s.batch * s.ldu
     _share(s.n_blk, n_threads, tid, &b0, &b1)
     _share(s.n_pblk, n_threads, tid, &p0, &p1)
     # the state units this thread owns: its blocks, or its projection blocks
@@ -179,6 +210,13 @@ cdef void _sequence_thread(const SeqArgs *s) noexcept nogil:
         n_act = s.n_active[t]
         h_cur = s.h_state + (step % 2) * s.batch * s.ld_state
         h_nxt = s.h_state + ((step + 1) % 2) * s.batch * s.ld_state
+        if hq != NULL:
+            fl_quantize_rows(h_cur, s.ld_state, s.K, n_act, hq, s.ldq, hu8, s.ldu, hscale)
+        a.hq = hq
+        a.ldq = s.ldq
+        a.hscale = hscale
+        a.hu8 = hu8
+        a.ldu = s.ldu
         for blk in range(b0, b1):
             a.w = _weights(s.wt, s.w_hh, blk * s.K * s.width)
             a.wscale = s.scale_hh + blk * s.width if s.scale_hh != NULL else NULL
@@ -201,7 +239,14 @@ cdef void _sequence_thread(const SeqArgs *s) noexcept nogil:
             a.rh = s.rh + blk * FL_U if s.mode == FL_GRU_RZ else NULL
             a.z = s.z + blk * FL_U if s.mode == FL_GRU_RZ else NULL
             a.ldr = s.ldr
+            a.wq = s.wq + blk * s.ldu * s.width if hu8 != NULL else NULL
+            a.wsum = s.wsum + blk * s.width if hu8 != NULL else NULL
             fl_block(s.mode, n_act, &a, scratch)
+        # the new-gate and projection products take float inputs
+        a.hq = NULL
+        a.hscale = NULL
+        a.hu8 = NULL
+        a.wq = NULL
         if s.mode == FL_GRU_RZ:
             fl_barrier()  # every unit's r * h complete before the new-gate product
             for blk in range(b0, b1):
@@ -250,7 +295,9 @@ def run_sequence(int mode, const float[:, :, ::1] xproj, long xcol,
                  const float[:, :, ::1] peep, bint coupled, clip,
                  const weight_t[:, :, ::1] w_hn, float[:, ::1] rh, float[:, ::1] z,
                  float[:, ::1] scratch, const float[::1] scale_hh, const float[::1] scale_hr,
-                 const float[::1] scale_hn):
+                 const float[::1] scale_hn, float[:, ::1] q_scratch=None,
+                 const int8_t[:, :, :, ::1] wq=None, const int32_t[:, ::1] wsum=None,
+                 uint8_t[:, ::1] u8_scratch=None):
     """Run one direction of one layer over all steps; returns the index of
     ``h_state`` that holds the final state.
 
@@ -259,6 +306,10 @@ def run_sequence(int mode, const float[:, :, ::1] xproj, long xcol,
     w_hh     (n_blk, K, G*16) IN      recurrent weights, blocked (K = H_out); float32,
                                       uint16 (bfloat16 bits) or int8; w_hr, w_hn alike
     scale_*  (n_blk*G*16,) IN         int8 column scales (None for float weights)
+    q_scratch (threads, B*(K+1))      int8: per-thread quantized h rows and scales (required)
+    wq       (n_blk, K4, G*16, 4) IN  int8: w_hh in VNNI order, to use vpdpbusd (optional)
+    wsum     (n_blk, G*16) int32 IN   its column sums
+    u8_scratch (threads, B*K4*4)      per-thread h rows + 128 for vpdpbusd
     w_hr     (n_pblk, H, 16) IN       projection, blocked (used when has_proj)
     b_hn     (n_blk*16,) IN           GRU recurrent new-gate bias, padded
     h_state  (2, B, ld) IN/OUT        [0] holds h0 (padded); ping-pong buffers
@@ -324,6 +375,27 @@ def run_sequence(int mode, const float[:, :, ::1] xproj, long xcol,
     s.scratch_threads = scratch.shape[0] if scratch is not None else 0
     if scratch is not None and scratch.shape[1] < s.batch * 4 * FL_U:
         raise ValueError("scratch: expected at least B*64 floats per thread")
+    s.quantize = s.wt == 2
+    s.q_scratch = NULL
+    s.ldq = s.K
+    s.wq = NULL
+    s.wsum = NULL
+    s.u8_scratch = NULL
+    s.ldu = (s.K + 3) // 4 * 4
+    if s.quantize:
+        if q_scratch is None or q_scratch.shape[1] < s.batch * (s.K + 1) or scratch is None \
+                or q_scratch.shape[0] < scratch.shape[0]:
+            raise ValueError("int8: q_scratch must hold B*(K+1) floats per scratch thread")
+        s.q_scratch = &q_scratch[0, 0]
+        if wq is not None and fl_cpu_supports_vnni():
+            if (wq.shape[0] != s.n_blk or wq.shape[1] * 4 != s.ldu or wq.shape[2] != s.width
+                    or wsum is None or wsum.shape[0] != s.n_blk or wsum.shape[1] != s.width
+                    or u8_scratch is None or u8_scratch.shape[0] < scratch.shape[0]
+                    or u8_scratch.shape[1] < s.batch * s.ldu):
+                raise ValueError("int8: wq, wsum or u8_scratch do not match w_hh")
+            s.wq = &wq[0, 0, 0, 0]
+            s.wsum = &wsum[0, 0]
+            s.u8_scratch = &u8_scratch[0, 0]
     if mode == FL_GRU_RZ and (w_hn is None or rh is None or z is None):
         raise ValueError("the original GRU needs w_hn, rh and z")
     if n_threads <= 1:
