@@ -3,68 +3,27 @@
 A cell runs the same kernels as the sequence layers, with one step.
 """
 
-import copy
-
 import numpy as np
 
 from . import _validate
-from .backends import resolve_backend
+from ._module import PackedModule
 from .layout import cell_weights
-from .params import cell_spec, check_state_dict, init_params
-from .precision import check_precision
+from .params import cell_spec
 from .variants import Variant
 
 
-class _Cell:
-    _mode = None
-    _torch_class = None
-
+class _Cell(PackedModule):
     def __init__(self, input_size, hidden_size, bias=True, *, backend="auto", precision="fp32"):
         self.input_size = _validate.check_positive_int(input_size, "input_size")
         self.hidden_size = _validate.check_positive_int(hidden_size, "hidden_size")
         self.bias = bool(bias)
-        self.backend = backend
-        self.precision = check_precision(precision)
-        self._backend = resolve_backend(backend, self.precision)
         self._spec = cell_spec(self._mode, self.input_size, self.hidden_size, self.bias)
-        self._set_params(init_params(self._spec, self.hidden_size))
+        self._init_weights(backend, precision)
 
-    @property
-    def backend_name(self):
-        return self._backend.NAME
-
-    def _set_params(self, params):
-        self._params = params
-        self._layers = tuple(self._backend.pack_layer(self._mode, self.hidden_size, 0, layer, Variant(),
-                                                      self.precision)
-                             for layer in cell_weights(params, self._mode, self.hidden_size))
-
-    def with_precision(self, precision):
-        """A new cell with the same weights, converted once to ``precision``."""
-        cell = copy.copy(self)
-        cell.precision = check_precision(precision)
-        cell._backend = resolve_backend(self.backend, cell.precision)
-        cell._set_params(self._params)
-        return cell
-
-    def load_state_dict(self, state_dict):
-        """Load ``weight_ih``, ``weight_hh`` (and ``bias_ih``, ``bias_hh``); strict."""
-        self._set_params(check_state_dict(self._spec, state_dict, repr(self)))
-        return self
-
-    def state_dict(self):
-        """{PyTorch key: float32 numpy array} copies."""
-        return {key: value.copy() for key, value in self._params.items()}
-
-    @classmethod
-    def from_torch(cls, module, *, backend="auto", precision="fp32"):
-        """A cell with the sizes and weights of a ``torch.nn`` cell of the same type."""
-        names = [klass.__name__ for klass in type(module).__mro__]
-        if cls._torch_class not in names:
-            raise TypeError(f"module: expected a torch.nn.{cls._torch_class}, "
-                            f"got {type(module).__name__}")
-        cell = cls(**cls._torch_hyperparameters(module), backend=backend, precision=precision)
-        return cell.load_state_dict(module.state_dict())
+    def _pack(self, params):
+        return tuple(self._backend.pack_layer(self._mode, self.hidden_size, 0, layer, Variant(),
+                                              self.precision)
+                     for layer in cell_weights(params, self._mode, self.hidden_size))
 
     @classmethod
     def _torch_hyperparameters(cls, module):

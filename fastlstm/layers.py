@@ -1,19 +1,16 @@
 """``LSTM``, ``GRU`` and ``RNN``: stacked, optionally bidirectional sequence layers
 with PyTorch's constructor signatures, weight names and call semantics."""
 
-import copy
-
 import numpy as np
 
 from . import _validate
-from .backends import resolve_backend
+from ._module import PackedModule
 from .layout import sequence_weights
-from .params import check_state_dict, direction_suffixes, init_params, sequence_spec
-from .precision import check_precision
+from .params import direction_suffixes, sequence_spec
 from .variants import make_variant
 
 
-class _SequenceLayer:
+class _SequenceLayer(PackedModule):
     """Shared machinery; subclasses fix the cell type (``_mode``)."""
 
     _mode = None
@@ -38,14 +35,11 @@ class _SequenceLayer:
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
             raise ValueError(f"dropout: expected a number in [0, 1], got {dropout!r}")
         self.dropout = float(dropout)
-        self.backend = backend
-        self.precision = check_precision(precision)
-        self._backend = resolve_backend(backend, self.precision)
         self.variant = make_variant(self._mode, self.proj_size, **variant)
         self._spec = sequence_spec(self._mode, self.input_size, self.hidden_size, self.num_layers,
                                    self.bidirectional, self.proj_size, self.bias,
                                    self.variant.peephole)
-        self._set_params(init_params(self._spec, self.hidden_size))
+        self._init_weights(backend, precision)
 
     # -- weights ---------------------------------------------------------------------------
 
@@ -53,54 +47,12 @@ class _SequenceLayer:
     def num_directions(self):
         return 2 if self.bidirectional else 1
 
-    @property
-    def backend_name(self):
-        """The backend this layer runs on (``auto`` resolved)."""
-        return self._backend.NAME
-
-    def _set_params(self, params):
-        self._params = params
+    def _pack(self, params):
         weights = sequence_weights(params, self._mode, self.hidden_size, self.num_layers,
                                    direction_suffixes(self.bidirectional))
-        self._layers = tuple(self._backend.pack_layer(self._mode, self.hidden_size, self.proj_size,
-                                                      layer, self.variant, self.precision)
-                             for layer in weights)
-
-    def with_precision(self, precision):
-        """A new layer with the same weights, converted once to ``precision``
-        ("fp32", "bf16" or "int8"); this layer is unchanged."""
-        layer = copy.copy(self)
-        layer.precision = check_precision(precision)
-        layer._backend = resolve_backend(self.backend, layer.precision)
-        layer._set_params(self._params)
-        return layer
-
-    def load_state_dict(self, state_dict):
-        """Load PyTorch-named weights (numpy arrays or torch tensors); strict.
-
-        Missing, unexpected or mis-shaped keys raise ValueError; nothing is changed then.
-        """
-        self._set_params(check_state_dict(self._spec, state_dict, repr(self)))
-        return self
-
-    def state_dict(self):
-        """{PyTorch key: float32 numpy array} copies, in PyTorch's order: the weights
-        as loaded, whatever ``precision`` the layer computes in."""
-        return {key: value.copy() for key, value in self._params.items()}
-
-    @classmethod
-    def from_torch(cls, module, *, backend="auto", precision="fp32"):
-        """A layer with the hyper-parameters and weights of a ``torch.nn`` module of the same type."""
-        cls._check_torch_type(module)
-        layer = cls(**cls._torch_hyperparameters(module), backend=backend, precision=precision)
-        return layer.load_state_dict(module.state_dict())
-
-    @classmethod
-    def _check_torch_type(cls, module):
-        names = [klass.__name__ for klass in type(module).__mro__]
-        if cls._torch_class not in names:
-            raise TypeError(f"module: expected a torch.nn.{cls._torch_class}, "
-                            f"got {type(module).__name__}")
+        return tuple(self._backend.pack_layer(self._mode, self.hidden_size, self.proj_size,
+                                              layer, self.variant, self.precision)
+                     for layer in weights)
 
     @classmethod
     def _torch_hyperparameters(cls, module):

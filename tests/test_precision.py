@@ -175,6 +175,7 @@ def test_layer_matches_torch_on_rounded_weights(mode, kwargs, input_size, hidden
 
 @pytest.mark.parametrize("mode, kwargs, input_size, hidden_size", CASES)
 def test_int8_layer_matches_the_quantized_reference(mode, kwargs, input_size, hidden_size, rng):
+    torch.manual_seed(int(rng.integers(1 << 30)))
     module = getattr(torch.nn, mode)(input_size, hidden_size, **kwargs)
     state = {key: value.numpy().astype(np.float64) for key, value in module.state_dict().items()}
     batch, steps = 3, 7
@@ -192,6 +193,8 @@ def test_int8_layer_matches_the_quantized_reference(mode, kwargs, input_size, hi
 
 def test_int8_original_gru_matches_the_quantized_reference(rng):
     layer = fastlstm.GRU(17, 37, backend="cython", precision="int8", linear_before_reset=False)
+    layer.load_state_dict({key: rng.uniform(-0.2, 0.2, value.shape).astype(np.float32)
+                           for key, value in layer.state_dict().items()})
     state = {key: value.astype(np.float64) for key, value in layer.state_dict().items()}
     x = rng.normal(size=(7, 3, 17)).astype(np.float32)
     lengths = np.array([3, 7, 5])
@@ -204,6 +207,8 @@ def test_int8_paths_are_identical(rng, monkeypatch):
     a sequence alone or in a batch differs only by fp32 rounding (the float input
     projection sums in another order for a one-row tile)."""
     layer = fastlstm.LSTM(37, 129, num_layers=2, bidirectional=True, backend="cython", precision="int8")
+    layer.load_state_dict({key: rng.uniform(-0.1, 0.1, value.shape).astype(np.float32)
+                           for key, value in layer.state_dict().items()})
     x = rng.normal(size=(9, 6, 37)).astype(np.float32)
     lengths = np.array([9, 2, 1, 9, 5, 3])
     monkeypatch.setattr(cython_glue, "_USE_VNNI", True)
@@ -217,6 +222,7 @@ def test_int8_paths_are_identical(rng, monkeypatch):
 @pytest.mark.parametrize("precision", ["bf16"])
 @pytest.mark.parametrize("cell_class", ["LSTMCell", "GRUCell", "RNNCell"])
 def test_cell_matches_torch_on_rounded_weights(cell_class, precision, rng):
+    torch.manual_seed(int(rng.integers(1 << 30)))
     module = getattr(torch.nn, cell_class)(17, 37)
     x = torch.from_numpy(rng.normal(size=(3, 17)).astype(np.float32))
     with torch.inference_mode():
@@ -236,10 +242,9 @@ def test_variants_in_reduced_precision(variant, precision, rng):
     mode = "GRU" if "linear_before_reset" in variant else "LSTM"
     reduced = getattr(fastlstm, mode)(17, 37, num_layers=2, bidirectional=True, backend="cython",
                                       precision=precision, **variant)
-    state = reduced.state_dict()
-    for key, value in state.items():
-        if key.startswith("weight_peephole"):
-            state[key] = rng.normal(size=value.shape).astype(np.float32)
+    state = {key: (rng.normal(size=value.shape) if key.startswith("weight_peephole")
+                   else rng.uniform(-0.2, 0.2, value.shape)).astype(np.float32)
+             for key, value in reduced.state_dict().items()}
     reduced.load_state_dict(state)
     rounded = {key: (ROUNDERS[precision](value).astype(np.float32)
                      if value.ndim == 2 and not key.startswith("weight_peephole") else value)
@@ -254,6 +259,8 @@ def test_variants_in_reduced_precision(variant, precision, rng):
 
 def test_with_precision_converts_a_copy(rng):
     layer = fastlstm.LSTM(17, 37, num_layers=2, backend="cython")
+    layer.load_state_dict({key: rng.uniform(-0.2, 0.2, value.shape).astype(np.float32)
+                           for key, value in layer.state_dict().items()})
     x = rng.normal(size=(5, 2, 17)).astype(np.float32)
     before = layer(x)[0]
     fast = layer.with_precision("int8")
@@ -277,6 +284,7 @@ def test_precision_errors():
 
 
 def test_load_with_precision(tmp_path, rng):
+    torch.manual_seed(int(rng.integers(1 << 30)))
     module = torch.nn.LSTM(17, 37)
     path = tmp_path / "lstm.pt"
     torch.save(module.state_dict(), path)
@@ -296,6 +304,9 @@ def test_portable_kernels_agree_with_the_fastest(precision, rng, monkeypatch):
     the same answers.  Run here by swapping the kernel module the glue uses."""
     layer = fastlstm.LSTM(37, 129, num_layers=2, bidirectional=True, backend="cython", precision=precision)
     gru = fastlstm.GRU(17, 37, backend="cython", precision=precision, linear_before_reset=False)
+    for module in (layer, gru):
+        module.load_state_dict({key: rng.uniform(-0.1, 0.1, value.shape).astype(np.float32)
+                                for key, value in module.state_dict().items()})
     x = rng.normal(size=(6, 5, 37)).astype(np.float32)
     lengths = np.array([6, 1, 3, 6, 2])
     best = (layer(x, lengths=lengths)[0], gru(x[..., :17])[0])
