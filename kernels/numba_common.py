@@ -101,6 +101,14 @@ def project(x, w, bias, out):
 
 
 @njit(**KERNEL_OPTIONS)
+def zero_output(out, t, b, out_col, width):
+    """out[t, b, out_col:out_col+width] = 0: a step past sequence b's length."""
+    row = out[t, b]
+    for j in range(width):
+        row[out_col + j] = 0.0
+
+
+@njit(**KERNEL_OPTIONS)
 def step_time(step, n_steps, reverse):
     """Time index of loop iteration ``step``: forward 0..T-1, reverse T-1..0."""
     if reverse:

@@ -13,7 +13,7 @@ import math
 
 from numba import njit
 
-from .numba_common import KERNEL_OPTIONS, blas_args, clip_value, matmul, sigmoid, step_time
+from .numba_common import KERNEL_OPTIONS, blas_args, clip_value, matmul, sigmoid, step_time, zero_output
 
 
 @njit(**KERNEL_OPTIONS)
@@ -52,11 +52,10 @@ def gru_sequence(xproj, xcol, w_hh, b_hn, h0, lengths, reverse, out, out_col, h_
                     rh[b, j] = sigmoid(clip_value(pre_r, clip)) * h_n[b, j]
             matmul(rh, w_hn, gates_n, ints, floats, chars)
         for b in range(batch):
-            out_row = out[t, b]
             if t >= lengths[b]:
-                for j in range(hidden):
-                    out_row[out_col + j] = 0.0
+                zero_output(out, t, b, out_col, hidden)
                 continue
+            out_row = out[t, b]
             x_row = xproj[t, b]
             g_row = gates[b]
             h_row = h_n[b]

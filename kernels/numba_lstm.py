@@ -12,7 +12,7 @@ import math
 
 from numba import njit
 
-from .numba_common import KERNEL_OPTIONS, blas_args, clip_value, matmul, sigmoid, step_time
+from .numba_common import KERNEL_OPTIONS, blas_args, clip_value, matmul, sigmoid, step_time, zero_output
 
 
 @njit(**KERNEL_OPTIONS)
@@ -73,11 +73,10 @@ def lstm_sequence(xproj, xcol, w_hh, w_hr, h0, c0, lengths, reverse,
         if has_proj:
             matmul(h_full, w_hr, h_proj, ints, floats, chars)
         for b in range(batch):
-            out_row = out[t, b]
             if t >= lengths[b]:
-                for j in range(hidden_out):
-                    out_row[out_col + j] = 0.0
+                zero_output(out, t, b, out_col, hidden_out)
                 continue
+            out_row = out[t, b]
             if has_proj:
                 h_n[b, :] = h_proj[b]
             for j in range(hidden_out):

@@ -4,7 +4,7 @@ import math
 
 from numba import njit
 
-from .numba_common import KERNEL_OPTIONS, blas_args, clip_value, matmul, step_time
+from .numba_common import KERNEL_OPTIONS, blas_args, clip_value, matmul, step_time, zero_output
 
 
 @njit(**KERNEL_OPTIONS)
@@ -31,11 +31,10 @@ def rnn_sequence(xproj, xcol, w_hh, relu, h0, lengths, reverse, out, out_col, h_
         t = step_time(step, n_steps, reverse)
         matmul(h_n, w_hh, gates, ints, floats, chars)
         for b in range(batch):
-            out_row = out[t, b]
             if t >= lengths[b]:
-                for j in range(hidden):
-                    out_row[out_col + j] = 0.0
+                zero_output(out, t, b, out_col, hidden)
                 continue
+            out_row = out[t, b]
             x_row = xproj[t, b]
             g_row = gates[b]
             h_row = h_n[b]
