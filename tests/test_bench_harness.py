@@ -102,6 +102,31 @@ def test_an_fp32_engine_below_the_roof_is_called_out():
     assert "WARNING: torch on lat_med" in text and "not a bound" in text
 
 
+def test_below_the_roof_by_arithmetic():
+    """An fp32-arithmetic engine is bound by the whole roof, one multiplying in int8 by its
+    memory half only."""
+    config = configs.CONFIGS["thr_med"]          # compute bound
+    roofs = {("thr_med", 1, p): roof.roof_from(config, 100.0, 200.0, p) for p in ("bf16", "int8")}
+    memory = roofs["thr_med", 1, "int8"].memory_ms
+    assert memory < roofs["thr_med", 1, "int8"].roof_ms
+    between = (memory + roofs["thr_med", 1, "int8"].roof_ms) / 2
+    records = [
+        _record("fastlstm[cython,bf16]", "bf16", between, kind="fastlstm", config="thr_med",
+                fp32_arithmetic=True),
+        _record("fastlstm[cython,int8]", "int8", between, kind="fastlstm", config="thr_med",
+                fp32_arithmetic=False),
+        _record("torch-int8", "int8", memory / 2, config="thr_med", fp32_arithmetic=False),
+    ]
+    engines.add_roofs(records, roofs)
+    text = "\n".join(report.notes(records, {}, {}))
+    assert "WARNING: fastlstm[cython,bf16] on thr_med" in text
+    assert "fastlstm[cython,int8] on thr_med" not in text
+    assert "WARNING: torch-int8 on thr_med (threads 1) ran at 0.50x the roof's memory half" in text
+    found, _ = engines.fastlstm_engines(["cython"], ["fp32", "bf16", "int8"])
+    assert {e.precision: e.fp32_arithmetic for e in found} in (
+        {}, {"fp32": True, "bf16": True, "int8": False})
+
+
 def test_a_busy_machine_is_called_out():
     from fastlstm.benchmarking import command
     share = command._OtherProcesses().share()

@@ -133,15 +133,23 @@ def build_fastlstm(case, backend, threads, precision="fp32"):
     return peer_registry.Runner(run, activate, threads_applied=set_threads is not None)
 
 
+# Which fastlstm precisions multiply in fp32, so that the roof's compute half (the fp32
+# GEMM ceiling) binds them: bf16 widens its weights to fp32; int8 quantizes h per step and
+# multiplies the recurrent product in int8 (vpdpbusd), so only the memory half binds it.
+FASTLSTM_FP32_ARITHMETIC = ("fp32", "bf16")
+
+
 class Engine:
     """One column of the table: a fastlstm backend in one precision, or a peer."""
 
-    def __init__(self, name, kind, precision, build):
+    def __init__(self, name, kind, precision, build, fp32_arithmetic=None):
         self.name = name
         self.kind = kind              # "fastlstm" or "peer"
         self.precision = precision    # "fp32", "bf16" or "int8" weights
         self.tolerance = peer_registry.TOLERANCES[precision]
         self._build = build           # (case, threads) -> Runner
+        # multiplies in fp32 (bound by the whole roof, not only its memory half)
+        self.fp32_arithmetic = precision == "fp32" if fp32_arithmetic is None else fp32_arithmetic
 
     @property
     def fp32(self):
@@ -167,7 +175,8 @@ def fastlstm_engines(backends, precisions=("fp32",)):
             else:
                 engines.append(Engine(name, "fastlstm", precision,
                                       lambda case, threads, backend=backend, precision=precision:
-                                      build_fastlstm(case, backend, threads, precision)))
+                                      build_fastlstm(case, backend, threads, precision),
+                                      fp32_arithmetic=precision in FASTLSTM_FP32_ARITHMETIC))
     return engines, skipped
 
 
@@ -202,6 +211,7 @@ def bench_cell(engine, case, threads, *, quick=False, repeat=None):
     config = case.config
     record = {"config": config.name, "threads": threads, "engine": engine.name,
               "kind": engine.kind, "precision": engine.precision, "fp32": engine.fp32,
+              "fp32_arithmetic": engine.fp32_arithmetic,
               "tolerance": engine.tolerance, "reference": case.reference_name}
     try:
         runner = engine.build(case, threads)
@@ -233,7 +243,8 @@ def add_roofs(records, roofs):
     for record in records:
         roof = roofs.get((record["config"], record["threads"], record["precision"]))
         if roof is not None and "median_ms" in record:
-            record.update(roof_ms=roof.roof_ms, x_roof=record["median_ms"] / roof.roof_ms)
+            record.update(roof_ms=roof.roof_ms, roof_memory_ms=roof.memory_ms,
+                          x_roof=record["median_ms"] / roof.roof_ms)
     return records
 
 
