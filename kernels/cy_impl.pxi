@@ -63,7 +63,10 @@ cdef extern from "fastlstm_simd.h" nogil:
     int fl_cpu_supports_vnni()
     unsigned fl_ftz_enter()
     void fl_ftz_exit(unsigned old)
-    void fl_barrier()
+    ctypedef struct fl_barrier_state:
+        int count
+        int generation
+    void fl_barrier_wait(fl_barrier_state *b, int n_threads)
     int fl_num_threads()
     int fl_thread_id()
     int fl_openmp_enabled()
@@ -167,7 +170,7 @@ cdef inline const void *_weights(int wt, const void *base, long elements) noexce
     return <const signed char *>base + elements
 
 
-cdef void _sequence_thread(const SeqArgs *s) noexcept nogil:
+cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier) noexcept nogil:
     cdef int n_threads = fl_num_threads()
     cdef int tid = fl_thread_id()
     cdef long b0, b1, p0, p1, u0, u1, step, t, n_act, blk, i
@@ -248,7 +251,7 @@ cdef void _sequence_thread(const SeqArgs *s) noexcept nogil:
         a.hu8 = NULL
         a.wq = NULL
         if s.mode == FL_GRU_RZ:
-            fl_barrier()  # every unit's r * h complete before the new-gate product
+            fl_barrier_wait(barrier, n_threads)  # every unit's r * h before the new-gate product
             for blk in range(b0, b1):
                 a.w = _weights(s.wt, s.w_hn, blk * s.K * FL_U)
                 a.wscale = s.scale_hn + blk * FL_U if s.scale_hn != NULL else NULL
@@ -264,7 +267,7 @@ cdef void _sequence_thread(const SeqArgs *s) noexcept nogil:
                 a.ldo = s.ld_state
                 fl_block(FL_GRU_N, n_act, &a, scratch)
         if s.has_proj:
-            fl_barrier()  # h_full complete before any thread projects it
+            fl_barrier_wait(barrier, n_threads)  # h_full complete before any thread projects it
             for blk in range(p0, p1):
                 a.w = _weights(s.wt, s.w_hr, blk * s.hidden * FL_U)
                 a.wscale = s.scale_hr + blk * FL_U if s.scale_hr != NULL else NULL
@@ -283,7 +286,7 @@ cdef void _sequence_thread(const SeqArgs *s) noexcept nogil:
                     memcpy(h_nxt + i * s.ld_state + u0, h_cur + i * s.ld_state + u0,
                            (u1 - u0) * sizeof(float))
                     memset(y, 0, (u1 - u0) * sizeof(float))
-        fl_barrier()  # h_nxt complete before the next step reads it
+        fl_barrier_wait(barrier, n_threads)  # h_nxt complete before the next step reads it
     fl_ftz_exit(csr)
 
 
@@ -329,6 +332,9 @@ def run_sequence(int mode, const float[:, :, ::1] xproj, long xcol,
     All arrays non-empty, shapes consistent (checked by the caller).
     """
     cdef SeqArgs s
+    cdef fl_barrier_state barrier
+    barrier.count = 0
+    barrier.generation = 0
     s.mode = mode
     s.reverse = reverse
     s.has_proj = has_proj
@@ -400,10 +406,10 @@ def run_sequence(int mode, const float[:, :, ::1] xproj, long xcol,
         raise ValueError("the original GRU needs w_hn, rh and z")
     if n_threads <= 1:
         with nogil:
-            _sequence_thread(&s)
+            _sequence_thread(&s, &barrier)
     else:
         with nogil, parallel(num_threads=n_threads):
-            _sequence_thread(&s)
+            _sequence_thread(&s, &barrier)
     return s.n_steps % 2
 
 
