@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._aligned import aligned, aligned_zeros
 from .kernels import cython_isa
 from .layout import sort_by_length
 from .params import GATES
@@ -87,7 +88,7 @@ def _blocks(weight, gates, hidden):
     n_blk = _n_blocks(hidden)
     rows = _gather(weight, _blocked_rows(gates, hidden))  # (n_blk*G*16, K)
     blocked = rows.reshape(n_blk, gates * UNITS, weight.shape[1]).transpose(0, 2, 1)
-    return np.ascontiguousarray(blocked)
+    return aligned(np.ascontiguousarray(blocked))
 
 
 _WEIGHT_DTYPE = {"fp32": np.float32, "bf16": np.uint16, "int8": np.int8}
@@ -119,7 +120,7 @@ def _vnni_order(blocked):
     padded = np.zeros((n_blk, -(-k_dim // 4) * 4, width), np.int8)
     padded[:, :k_dim] = blocked
     quads = padded.reshape(n_blk, -1, 4, width).transpose(0, 1, 3, 2)
-    return np.ascontiguousarray(quads), np.ascontiguousarray(blocked.sum(axis=1, dtype=np.int32))
+    return aligned(np.ascontiguousarray(quads)), aligned(blocked.sum(axis=1, dtype=np.int32))
 
 
 def _pack_direction(mode, hidden_size, direction, variant, precision):
@@ -155,9 +156,8 @@ def pack_layer(mode, hidden_size, proj_size, directions, variant, precision="fp3
         blocked.append(w)
         scale_ih.append(scale)
     return CythonLayer(
-        w_ih=np.ascontiguousarray(np.concatenate(blocked)),
-        bias=np.ascontiguousarray(np.concatenate([_gather(d["bias"], rows) for d in directions]),
-                                  dtype=np.float32),
+        w_ih=aligned(np.concatenate(blocked)),
+        bias=aligned(np.concatenate([_gather(d["bias"], rows) for d in directions]).astype(np.float32)),
         directions=tuple(_pack_direction(mode, hidden_size, d, variant, precision)
                          for d in directions),
         variant=variant,
@@ -177,18 +177,18 @@ class _Workspace:
         n_blk = _n_blocks(hidden_size)
         padded = n_blk * UNITS
         hidden_out = proj_size or hidden_size
-        self.xproj = np.zeros((n_steps * batch, n_dirs * n_blk * gates * UNITS), np.float32)
+        self.xproj = aligned_zeros((n_steps * batch, n_dirs * n_blk * gates * UNITS), np.float32)
         self.xproj3 = self.xproj.reshape(n_steps, batch, -1)
-        self.h_state = np.zeros((2, batch, _n_blocks(hidden_out) * UNITS), np.float32)
-        self.c_state = np.zeros((batch, padded), np.float32) if has_c else _DUMMY_MATRIX
-        self.h_full = np.zeros((batch, padded), np.float32) if proj_size else _DUMMY_MATRIX
-        self.rh = np.zeros((batch, padded), np.float32) if reset_before else None
-        self.z = np.zeros((batch, padded), np.float32) if reset_before else None
+        self.h_state = aligned_zeros((2, batch, _n_blocks(hidden_out) * UNITS), np.float32)
+        self.c_state = aligned_zeros((batch, padded), np.float32) if has_c else _DUMMY_MATRIX
+        self.h_full = aligned_zeros((batch, padded), np.float32) if proj_size else _DUMMY_MATRIX
+        self.rh = aligned_zeros((batch, padded), np.float32) if reset_before else None
+        self.z = aligned_zeros((batch, padded), np.float32) if reset_before else None
         self.all_active = np.full(n_steps, batch, np.int64)
         threads = max(1, get_num_threads())
-        self.scratch = np.zeros((threads, batch * 4 * UNITS), np.float32)
+        self.scratch = aligned_zeros((threads, batch * 4 * UNITS), np.float32)
         k_dim = hidden_out  # the recurrent product's K, quantized per row for int8
-        self.q_scratch = np.zeros((threads, batch * (k_dim + 1)), np.float32)
+        self.q_scratch = aligned_zeros((threads, batch * (k_dim + 1)), np.float32)
         self.u8_scratch = np.zeros((threads, batch * (-(-k_dim // 4) * 4)), np.uint8)
         step_flops = 2 * batch * hidden_out * n_blk * gates * UNITS
         self.threads = get_num_threads()
