@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._aligned import aligned
 from .kernels.blas_threads import capped
 from .kernels.numba_common import project
 from .kernels.numba_gru import gru_sequence
@@ -41,7 +42,7 @@ class NumbaLayer:
 
 
 def _transposed(weight):
-    return np.ascontiguousarray(weight.T, dtype=np.float32)
+    return aligned(np.ascontiguousarray(weight.T, dtype=np.float32))
 
 
 def _pack_direction(mode, hidden_size, direction, variant):
