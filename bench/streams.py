@@ -63,15 +63,14 @@ def _cython_kernel_only(layer, x_rows):
     c_state = np.zeros((1, n_blk * glue.UNITS), np.float32)
     n_active = np.ones(1, np.int64)
     out = np.zeros((1, 1, layer.hidden_size), np.float32)
-    dummy = glue._DUMMY_MATRIX
+    scratch = glue.KernelScratch(1, layer.hidden_size, layer.hidden_size, 1, False)
+    head, tail = glue.sequence_arguments(  # as cython_glue.run_layers passes them
+        glue.kernel_mode("LSTM", packed.variant), xproj, 0, direction, False, h_state, c_state,
+        glue._DUMMY_MATRIX, n_active, False, 0, layer.hidden_size, 1, packed.variant, scratch)
 
-    def kernel():  # the arguments cython_glue.run_layers passes, for one step of one row
+    def kernel():  # one step of one row
         kernels.project(4, packed.w_ih, packed.bias, x_rows, xproj_rows, 1, packed.scale_ih)
-        kernels.run_sequence(kernels.LSTM, xproj, 0, direction.w_hh, False, direction.w_hr,
-                             direction.b_hn, h_state, c_state, dummy, n_active, False, out, 0,
-                             layer.hidden_size, 1, direction.peep, False, None, direction.w_hn,
-                             None, None, None, direction.scale_hh, direction.scale_hr,
-                             direction.scale_hn)
+        kernels.run_sequence(*head, out, *tail)
         return out
 
     return kernel

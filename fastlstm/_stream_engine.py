@@ -95,8 +95,7 @@ class _CythonEngine(_Engine):
         self._n_blk = glue._n_blocks(self.hidden_size)
         self._ld_h = glue._n_blocks(self.hidden_out) * glue.UNITS   # padded H_out
         self._ld_c = self._n_blk * glue.UNITS                       # padded H
-        self._kernel_mode = (glue._kernels.GRU_RESET_BEFORE if self.reset_before
-                             else glue._MODE[self.mode])
+        self._kernel_mode = glue.kernel_mode(self.mode, self.variant)
 
     def new_state(self, batch):
         pairs = [np.zeros((2, batch, self._ld_h), np.float32) for _ in range(self.num_layers)]
@@ -123,7 +122,6 @@ class _CythonEngine(_Engine):
         n_active = np.full(n_steps, batch, np.int64)                   # (T,): every row runs
         padded = lambda: np.zeros((batch, self._ld_c), np.float32)     # (B, n_blk*16)
         h_full = padded() if has_proj else glue._DUMMY_MATRIX
-        rh, z = (padded(), padded()) if self.reset_before else (None, None)
         outs, out_rows = _layer_outputs(n_steps, batch, hidden_out, self.num_layers)
         step_flops = 2 * batch * hidden_out * columns
 
@@ -131,23 +129,15 @@ class _CythonEngine(_Engine):
             """For this set_num_threads setting: the projection's thread count, the inner
             layers' calls with run_sequence's arguments complete, and the last layer's call
             with its arguments before and after ``out`` (the caller's, known per call)."""
-            # per-thread partial sums for the K-chunked product at large batch, and
-            # int8's per-thread quantized h rows (as cython_glue._Workspace has them)
-            threads_max = max(1, num_threads)
-            scratch = np.zeros((threads_max, batch * 4 * glue.UNITS), np.float32)
-            q_scratch = np.zeros((threads_max, batch * (hidden_out + 1)), np.float32)
-            u8_scratch = np.zeros((threads_max, batch * (-(-hidden_out // 4) * 4)), np.uint8)
+            scratch = glue.KernelScratch(batch, self.hidden_size, hidden_out, num_threads,
+                                         self.reset_before)
             threads = glue._threads_for(step_flops, n_blk)  # cython_glue.run_layers' rule
             variant, calls = self.variant, []
             for index, layer in enumerate(self.layers):
                 direction, pair = layer.directions[0], state.pairs[index]
-                # run_sequence's arguments as cython_glue.run_layers passes them
-                head = (mode, xproj, 0, direction.w_hh, has_proj, direction.w_hr, direction.b_hn,
-                        pair, state.cells[index], h_full, n_active, False)
-                tail = (0, hidden_out, threads, direction.peep, variant.coupled_input_forget,
-                        variant.clip, direction.w_hn, rh, z, scratch, direction.scale_hh,
-                        direction.scale_hr, direction.scale_hn, q_scratch,
-                        direction.wq if glue._USE_VNNI else None, direction.wsum, u8_scratch)
+                head, tail = glue.sequence_arguments(
+                    mode, xproj, 0, direction, has_proj, pair, state.cells[index], h_full,
+                    n_active, False, 0, hidden_out, threads, variant, scratch)
                 calls.append((layer.w_ih, layer.bias, layer.scale_ih, head, tail, pair[0], pair[1],
                               outs[index], out_rows[index]))
             inner = [(w_ih, bias, scale, head + (dest,) + tail, h_now, h_odd, next_rows)

@@ -133,6 +133,7 @@ def _pack_direction(mode, hidden_size, direction, variant, precision):
     if direction["w_hr"] is not None:
         w_hr, scale_hr = _typed_blocks(direction["w_hr"], 1, direction["w_hr"].shape[0], precision)
     peep = direction["peep"]
+    wq, wsum = _vnni_order(w_hh) if precision == "int8" else (None, None)
     return CythonDirection(
         w_hh=w_hh,
         w_hr=w_hr,
@@ -141,8 +142,8 @@ def _pack_direction(mode, hidden_size, direction, variant, precision):
         peep=None if peep is None else _blocked_vectors(peep, hidden_size),
         w_hn=w_hn,
         scale_hh=scale_hh, scale_hr=scale_hr, scale_hn=scale_hn,
-        wq=_vnni_order(w_hh)[0] if precision == "int8" else None,
-        wsum=_vnni_order(w_hh)[1] if precision == "int8" else None,
+        wq=wq,
+        wsum=wsum,
     )
 
 
@@ -170,6 +171,41 @@ def _threads_for(flops_per_step, n_blocks):
     return int(max(1, wanted)) if _kernels.openmp_enabled() else 1
 
 
+def kernel_mode(mode, variant):
+    """The kernels' mode for a cell type and variant (the original GRU has its own)."""
+    if mode == "GRU" and not variant.linear_before_reset:
+        return _kernels.GRU_RESET_BEFORE
+    return _MODE[mode]
+
+
+class KernelScratch:
+    """Per-call scratch of the sequence kernel for B rows: the original GRU's r*h and
+    z, and per thread the K-chunked partial sums and int8's quantized h rows."""
+
+    def __init__(self, batch, hidden_size, hidden_out, threads, reset_before):
+        padded = _n_blocks(hidden_size) * UNITS
+        threads = max(1, threads)
+        self.rh = aligned_zeros((batch, padded), np.float32) if reset_before else None
+        self.z = aligned_zeros((batch, padded), np.float32) if reset_before else None
+        self.scratch = aligned_zeros((threads, batch * 4 * UNITS), np.float32)
+        # int8 quantizes the recurrent product's input (K = H_out) per row
+        self.q_scratch = aligned_zeros((threads, batch * (hidden_out + 1)), np.float32)
+        self.u8_scratch = np.zeros((threads, batch * (-(-hidden_out // 4) * 4)), np.uint8)
+
+
+def sequence_arguments(mode, xproj, xcol, direction, has_proj, h_state, c_state, h_full,
+                       n_active, reverse, out_col, hidden_out, threads, variant, scratch):
+    """``run_sequence``'s arguments before and after ``out``, as (head, tail): the one
+    place that knows their order, for ``run_layers`` and the stream engine."""
+    head = (mode, xproj, xcol, direction.w_hh, has_proj, direction.w_hr, direction.b_hn,
+            h_state, c_state, h_full, n_active, reverse)
+    tail = (out_col, hidden_out, threads, direction.peep, variant.coupled_input_forget,
+            variant.clip, direction.w_hn, scratch.rh, scratch.z, scratch.scratch,
+            direction.scale_hh, direction.scale_hr, direction.scale_hn, scratch.q_scratch,
+            direction.wq if _USE_VNNI else None, direction.wsum, scratch.u8_scratch)
+    return head, tail
+
+
 class _Workspace:
     """Scratch of one call shape, reused by later calls of that shape on the same thread."""
 
@@ -182,16 +218,10 @@ class _Workspace:
         self.h_state = aligned_zeros((2, batch, _n_blocks(hidden_out) * UNITS), np.float32)
         self.c_state = aligned_zeros((batch, padded), np.float32) if has_c else _DUMMY_MATRIX
         self.h_full = aligned_zeros((batch, padded), np.float32) if proj_size else _DUMMY_MATRIX
-        self.rh = aligned_zeros((batch, padded), np.float32) if reset_before else None
-        self.z = aligned_zeros((batch, padded), np.float32) if reset_before else None
         self.all_active = np.full(n_steps, batch, np.int64)
-        threads = max(1, get_num_threads())
-        self.scratch = aligned_zeros((threads, batch * 4 * UNITS), np.float32)
-        k_dim = hidden_out  # the recurrent product's K, quantized per row for int8
-        self.q_scratch = aligned_zeros((threads, batch * (k_dim + 1)), np.float32)
-        self.u8_scratch = np.zeros((threads, batch * (-(-k_dim // 4) * 4)), np.uint8)
-        step_flops = 2 * batch * hidden_out * n_blk * gates * UNITS
         self.threads = get_num_threads()
+        self.kernel = KernelScratch(batch, hidden_size, hidden_out, self.threads, reset_before)
+        step_flops = 2 * batch * hidden_out * n_blk * gates * UNITS
         self.step_threads = _threads_for(step_flops, n_blk)
         self.project_threads = _threads_for(step_flops * n_steps, n_steps * batch)
 
@@ -230,7 +260,6 @@ def run_layers(mode, layers, hidden_size, proj_size, x, h0, c0, lengths):
     gates = GATES[mode]
     variant = layers[0].variant
     reset_before = mode == "GRU" and not variant.linear_before_reset
-    kernel_mode = _kernels.GRU_RESET_BEFORE if reset_before else _MODE[mode]
     n_dirs = len(layers[0].directions)
     hidden_out = proj_size or hidden_size
     column = _n_blocks(hidden_size) * gates * UNITS  # one direction's xproj columns
@@ -254,13 +283,11 @@ def run_layers(mode, layers, hidden_size, proj_size, x, h0, c0, lengths):
             h_state[0, :, :hidden_out] = h0[state]
             if c0 is not None:
                 c_state[:, :hidden_size] = c0[state]
-            final = _kernels.run_sequence(
-                kernel_mode, ws.xproj3, d * column, direction.w_hh, bool(proj_size),
-                direction.w_hr, direction.b_hn, h_state, c_state, ws.h_full, n_active, d == 1,
-                out, d * hidden_out, hidden_out, ws.step_threads, direction.peep,
-                variant.coupled_input_forget, variant.clip, direction.w_hn, ws.rh, ws.z,
-                ws.scratch, direction.scale_hh, direction.scale_hr, direction.scale_hn,
-                ws.q_scratch, direction.wq if _USE_VNNI else None, direction.wsum, ws.u8_scratch)
+            head, tail = sequence_arguments(
+                kernel_mode(mode, variant), ws.xproj3, d * column, direction, bool(proj_size),
+                h_state, c_state, ws.h_full, n_active, d == 1, d * hidden_out, hidden_out,
+                ws.step_threads, variant, ws.kernel)
+            final = _kernels.run_sequence(*head, out, *tail)
             h_n[state] = h_state[final, :, :hidden_out]
             if c0 is not None:
                 c_n[state] = c_state[:, :hidden_size]

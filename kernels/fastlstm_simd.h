@@ -68,6 +68,17 @@ FL_INLINE const void *fl_wptr(const int wt, const void *w, long elements)
     return (const char *)w + elements * size;
 }
 
+#if defined(__AVX__) && !defined(__AVX512F__)
+/* a 16-float vector from two 8-float AVX registers */
+FL_INLINE v16 v_from_halves(__m256 lo, __m256 hi)
+{
+    v16 v;
+    memcpy(&v, &lo, 32);
+    memcpy((char *)&v + 32, &hi, 32);
+    return v;
+}
+#endif
+
 /* Widening 16 reduced weights to float32.  GCC scalarises the generic vector
  * conversions (measured: int8 at 4 GB/s), so AVX-512 and AVX2 get intrinsics. */
 FL_INLINE v16 w_widen_bf16(const uint16_t *p)
@@ -80,10 +91,7 @@ FL_INLINE v16 w_widen_bf16(const uint16_t *p)
         _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
     __m256 hi = _mm256_castsi256_ps(_mm256_slli_epi32(
         _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p + 8))), 16));
-    v16 v;
-    memcpy(&v, &lo, 32);
-    memcpy((char *)&v + 32, &hi, 32);
-    return v;
+    return v_from_halves(lo, hi);
 #else
     v16u16 u;
     memcpy(&u, p, sizeof u);
@@ -98,10 +106,7 @@ FL_INLINE v16 w_widen_int8(const int8_t *p)
 #elif defined(__AVX2__)
     __m256 lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
     __m256 hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 8))));
-    v16 v;
-    memcpy(&v, &lo, 32);
-    memcpy((char *)&v + 32, &hi, 32);
-    return v;
+    return v_from_halves(lo, hi);
 #else
     v16i8 q;
     memcpy(&q, p, sizeof q);
@@ -124,11 +129,7 @@ FL_INLINE v16 v_splat(float x)
 #if defined(__AVX512F__)
     return (v16)_mm512_set1_ps(x);
 #elif defined(__AVX__)
-    __m256 half = _mm256_set1_ps(x);
-    v16 v;
-    memcpy(&v, &half, 32);
-    memcpy((char *)&v + 32, &half, 32);
-    return v;
+    return v_from_halves(_mm256_set1_ps(x), _mm256_set1_ps(x));
 #else
     return (v16){x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x};
 #endif
@@ -346,11 +347,11 @@ FL_INLINE int fl_gates(const int mode)
     }
 }
 
-FL_INLINE void fl_tile_typed(const int mode, const int R, const int wt, const void *w,
+FL_INLINE void fl_tile_typed(const int G, const int R, const int wt, const void *w,
                              const float *h, long ldh, long K, v16 acc[FL_MAX_ROWS][4],
                              const int accumulate)
 {
-    switch (fl_gates(mode)) {
+    switch (G) {
     case 4: fl_tile(4, R, wt, w, h, ldh, K, acc, accumulate); break;
     case 3: fl_tile(3, R, wt, w, h, ldh, K, acc, accumulate); break;
     case 2: fl_tile(2, R, wt, w, h, ldh, K, acc, accumulate); break;
@@ -358,15 +359,23 @@ FL_INLINE void fl_tile_typed(const int mode, const int R, const int wt, const vo
     }
 }
 
+/* The tile for G gate vectors and weight type wt, both known only at run time. */
+FL_INLINE void fl_tile_g(const int G, const int R, const int wt, const void *w,
+                         const float *h, long ldh, long K, v16 acc[FL_MAX_ROWS][4],
+                         const int accumulate)
+{
+    switch (wt) {
+    case FL_BF16: fl_tile_typed(G, R, FL_BF16, w, h, ldh, K, acc, accumulate); break;
+    case FL_I8: fl_tile_typed(G, R, FL_I8, w, h, ldh, K, acc, accumulate); break;
+    default: fl_tile_typed(G, R, FL_F32, w, h, ldh, K, acc, accumulate); break;
+    }
+}
+
 FL_INLINE void fl_tile_mode(const int mode, const int R, const int wt, const void *w,
                             const float *h, long ldh, long K, v16 acc[FL_MAX_ROWS][4],
                             const int accumulate)
 {
-    switch (wt) {
-    case FL_BF16: fl_tile_typed(mode, R, FL_BF16, w, h, ldh, K, acc, accumulate); break;
-    case FL_I8: fl_tile_typed(mode, R, FL_I8, w, h, ldh, K, acc, accumulate); break;
-    default: fl_tile_typed(mode, R, FL_F32, w, h, ldh, K, acc, accumulate); break;
-    }
+    fl_tile_g(fl_gates(mode), R, wt, w, h, ldh, K, acc, accumulate);
 }
 
 /* int8 weights: the sums times each column's scale */
@@ -614,9 +623,6 @@ static void fl_block(int mode, long n_rows, const fl_block_args *args, float *sc
  * Rows [row0, row1) only, so threads can split the rows.  Loop order: panels of
  * rows, then blocks, then tiles of rows, so each block's weights are read once
  * per panel rather than once per tile. */
-#define FL_TILE_CASE(GG, RR) case GG * 8 + RR: fl_tile_mode(GG == 4 ? FL_LSTM : GG == 3 ? FL_GRU : GG == 2 ? FL_GRU_RZ : FL_PROJ, RR, wt, w, xr, ldx, kc, acc, 1); break;
-#define FL_TILE_CASES(GG) FL_TILE_CASE(GG, 4) FL_TILE_CASE(GG, 3) FL_TILE_CASE(GG, 2) \
-    FL_TILE_CASE(GG, 1)
 static void fl_project_rows(int G, int wt, const void *w_blocks, const float *wscale, long n_blocks,
                             long K, const float *bias, const float *x, long ldx, float *out,
                             long ldo, long row0, long row1)
@@ -637,9 +643,11 @@ static void fl_project_rows(int G, int wt, const void *w_blocks, const float *ws
                     for (long r = 0; r < R; r++)
                         for (int g = 0; g < G; g++)
                             acc[r][g] = k0 ? v_load(o + r * ldo + g * FL_U) : v_splat(0.0f);
-                    switch (G * 8 + (int)R) {
-                    FL_TILE_CASES(4) FL_TILE_CASES(3) FL_TILE_CASES(2) FL_TILE_CASES(1)
-                    default: break;
+                    switch (R) {
+                    case 4: fl_tile_g(G, 4, wt, w, xr, ldx, kc, acc, 1); break;
+                    case 3: fl_tile_g(G, 3, wt, w, xr, ldx, kc, acc, 1); break;
+                    case 2: fl_tile_g(G, 2, wt, w, xr, ldx, kc, acc, 1); break;
+                    default: fl_tile_g(G, 1, wt, w, xr, ldx, kc, acc, 1); break;
                     }
                     for (long r = 0; r < R; r++)
                         for (int g = 0; g < G; g++) {
@@ -653,8 +661,6 @@ static void fl_project_rows(int G, int wt, const void *w_blocks, const float *ws
         }
     }
 }
-#undef FL_TILE_CASES
-#undef FL_TILE_CASE
 
 /* Flush denormals to zero (and treat denormal inputs as zero) while a kernel runs:
  * denormal arithmetic is many times slower.  Returns the previous control word. */
