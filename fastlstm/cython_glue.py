@@ -34,6 +34,12 @@ _DUMMY_MATRIX = np.zeros((1, 1), np.float32)
 # int8 on AVX512-VNNI uses vpdpbusd; FASTLSTM_VNNI=0 forces the portable path
 # (same results: both compute exact integer sums).
 _USE_VNNI = os.environ.get("FASTLSTM_VNNI", "1") != "0"
+# bf16 and int8 products at >= 16 rows (and the input projection) on AMX tiles where
+# the CPU has AMX-BF16/INT8; FASTLSTM_AMX=0 forces the AVX-512 paths.  The weights
+# are also packed in the tiles' order only on such CPUs.
+_AMX_CPU = _kernels.cpu_supports_amx()
+_USE_AMX = os.environ.get("FASTLSTM_AMX", "1") != "0"
+AMX_ROWS, AMX_PARTS = _kernels.AMX_ROWS, _kernels.AMX_PARTS
 
 # Threads pay off once a step does enough work to cover the barrier: measured
 # with 2 threads vs 1 (idle machine), lat_small (128 units, 131 kflop a step)
@@ -54,6 +60,7 @@ class CythonDirection:
     scale_hn: np.ndarray
     wq: np.ndarray        # int8: w_hh in VNNI order (n_blk, K4, G*16, 4), else None
     wsum: np.ndarray      # int8: its column sums (n_blk, G*16) int32, else None
+    wp: np.ndarray        # bf16 on AMX CPUs: w_hh in pair order (n_blk, K2, G*16, 2), else None
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,7 @@ class CythonLayer:
     directions: tuple
     variant: Variant
     scale_ih: np.ndarray  # int8 column scales of w_ih, else None
+    w_ih_pairs: np.ndarray  # bf16/int8 on AMX CPUs: w_ih as bf16 in pair order, else None
 
 
 def _n_blocks(units):
@@ -114,13 +122,29 @@ def _blocked_vectors(vectors, hidden):
     return np.ascontiguousarray(blocked, dtype=np.float32)
 
 
-def _vnni_order(blocked):
-    """int8 (n_blk, K, W) -> ((n_blk, K4, W, 4) with K zero-padded to 4*K4, column sums (n_blk, W))."""
+def _k_groups(blocked, group, k_multiple):
+    """(n_blk, K, W) -> (n_blk, Kp/group, W, group), K zero-padded to Kp, a multiple of
+    k_multiple: ``group`` consecutive k of a column adjacent, as vpdpbusd, vdpbf16ps and
+    the AMX tiles read them."""
     n_blk, k_dim, width = blocked.shape
-    padded = np.zeros((n_blk, -(-k_dim // 4) * 4, width), np.int8)
+    padded = np.zeros((n_blk, -(-k_dim // k_multiple) * k_multiple, width), blocked.dtype)
     padded[:, :k_dim] = blocked
-    quads = padded.reshape(n_blk, -1, 4, width).transpose(0, 1, 3, 2)
-    return aligned(np.ascontiguousarray(quads)), aligned(blocked.sum(axis=1, dtype=np.int32))
+    groups = padded.reshape(n_blk, -1, group, width).transpose(0, 1, 3, 2)
+    return aligned(np.ascontiguousarray(groups))
+
+
+def _vnni_order(blocked):
+    """int8 (n_blk, K, W) -> ((n_blk, K4, W, 4) with K zero-padded to a multiple of 64 (an
+    AMX tile row), column sums (n_blk, W) int32)."""
+    return _k_groups(blocked, 4, 64), aligned(blocked.sum(axis=1, dtype=np.int32))
+
+
+def _pair_order(blocked):
+    """bf16 bits or int8 (n_blk, K, W) -> bf16 bits (n_blk, K2, W, 2), K zero-padded to a
+    multiple of 32 (an AMX tile row); int8 values are exact in bf16."""
+    if blocked.dtype == np.int8:
+        blocked = bf16_bits(blocked.astype(np.float32))
+    return _k_groups(blocked, 2, 32)
 
 
 def _pack_direction(mode, hidden_size, direction, variant, precision):
@@ -134,6 +158,7 @@ def _pack_direction(mode, hidden_size, direction, variant, precision):
         w_hr, scale_hr = _typed_blocks(direction["w_hr"], 1, direction["w_hr"].shape[0], precision)
     peep = direction["peep"]
     wq, wsum = _vnni_order(w_hh) if precision == "int8" else (None, None)
+    wp = _pair_order(w_hh) if precision == "bf16" and _AMX_CPU else None
     return CythonDirection(
         w_hh=w_hh,
         w_hr=w_hr,
@@ -144,6 +169,7 @@ def _pack_direction(mode, hidden_size, direction, variant, precision):
         scale_hh=scale_hh, scale_hr=scale_hr, scale_hn=scale_hn,
         wq=wq,
         wsum=wsum,
+        wp=wp,
     )
 
 
@@ -156,13 +182,15 @@ def pack_layer(mode, hidden_size, proj_size, directions, variant, precision="fp3
         w, scale = _typed_blocks(d["w_ih"], gates, hidden_size, precision)
         blocked.append(w)
         scale_ih.append(scale)
+    w_ih = aligned(np.concatenate(blocked))
     return CythonLayer(
-        w_ih=aligned(np.concatenate(blocked)),
+        w_ih=w_ih,
         bias=aligned(np.concatenate([_gather(d["bias"], rows) for d in directions]).astype(np.float32)),
         directions=tuple(_pack_direction(mode, hidden_size, d, variant, precision)
                          for d in directions),
         variant=variant,
         scale_ih=None if precision != "int8" else np.ascontiguousarray(np.concatenate(scale_ih)),
+        w_ih_pairs=_pair_order(w_ih) if precision != "fp32" and _AMX_CPU else None,
     )
 
 
@@ -178,19 +206,29 @@ def kernel_mode(mode, variant):
     return _MODE[mode]
 
 
+def _round_up(n, multiple):
+    return -(-n // multiple) * multiple
+
+
 class KernelScratch:
     """Per-call scratch of the sequence kernel for B rows: the original GRU's r*h and
-    z, and per thread the K-chunked partial sums and int8's quantized h rows."""
+    z, and per thread the K-chunked (or AMX) partial sums, int8's quantized h rows and
+    bf16's split h rows.  Rows padded to a multiple of 32 for the AMX tiles."""
 
     def __init__(self, batch, hidden_size, hidden_out, threads, reset_before):
         padded = _n_blocks(hidden_size) * UNITS
+        rows = _round_up(batch, AMX_ROWS)
         threads = max(1, threads)
         self.rh = aligned_zeros((batch, padded), np.float32) if reset_before else None
         self.z = aligned_zeros((batch, padded), np.float32) if reset_before else None
-        self.scratch = aligned_zeros((threads, batch * 4 * UNITS), np.float32)
+        self.scratch = aligned_zeros((threads, rows * 4 * UNITS), np.float32)
         # int8 quantizes the recurrent product's input (K = H_out) per row
         self.q_scratch = aligned_zeros((threads, batch * (hidden_out + 1)), np.float32)
-        self.u8_scratch = np.zeros((threads, batch * (-(-hidden_out // 4) * 4)), np.uint8)
+        self.u8_scratch = aligned_zeros((threads, rows * _round_up(hidden_out, 64)), np.uint8)
+        # bf16 on AMX: h split in bf16 parts
+        self.a16_scratch = (aligned_zeros((threads, AMX_PARTS * rows * _round_up(hidden_out, 32)),
+                                          np.uint16)
+                            if _AMX_CPU else None)
 
 
 def sequence_arguments(mode, xproj, xcol, direction, has_proj, h_state, c_state, h_full,
@@ -202,14 +240,35 @@ def sequence_arguments(mode, xproj, xcol, direction, has_proj, h_state, c_state,
     tail = (out_col, hidden_out, threads, direction.peep, variant.coupled_input_forget,
             variant.clip, direction.w_hn, scratch.rh, scratch.z, scratch.scratch,
             direction.scale_hh, direction.scale_hr, direction.scale_hn, scratch.q_scratch,
-            direction.wq if _USE_VNNI else None, direction.wsum, scratch.u8_scratch)
+            direction.wq if _USE_VNNI else None, direction.wsum, scratch.u8_scratch,
+            _USE_AMX, direction.wp, scratch.a16_scratch)
     return head, tail
+
+
+class ProjectScratch:
+    """Per-thread scratch of the AMX input projection for inputs of up to k_max
+    columns and G gates: a panel of rows split in bf16 parts, and its products."""
+
+    def __init__(self, k_max, gates, threads):
+        threads = max(1, threads)
+        self.a16 = aligned_zeros((threads, AMX_PARTS * AMX_ROWS * _round_up(k_max, 32)), np.uint16)
+        self.stage = aligned_zeros((threads, AMX_ROWS * gates * UNITS), np.float32)
+
+
+def project(gates, layer, x, out, threads, scratch):
+    """out (N, D*n_blk*G*16) = x (N, K) @ layer's input weights + bias, blocked columns;
+    on AMX tiles where the CPU has them and ``scratch`` (a ProjectScratch) is given."""
+    amx = _USE_AMX and layer.w_ih_pairs is not None and scratch is not None
+    _kernels.project(gates, layer.w_ih, layer.bias, x, out, threads, layer.scale_ih,
+                     layer.w_ih_pairs if amx else None, scratch.a16 if amx else None,
+                     scratch.stage if amx else None)
 
 
 class _Workspace:
     """Scratch of one call shape, reused by later calls of that shape on the same thread."""
 
-    def __init__(self, n_steps, batch, hidden_size, proj_size, n_dirs, gates, has_c, reset_before):
+    def __init__(self, n_steps, batch, input_size, hidden_size, proj_size, n_dirs, gates, has_c,
+                 reset_before):
         n_blk = _n_blocks(hidden_size)
         padded = n_blk * UNITS
         hidden_out = proj_size or hidden_size
@@ -224,6 +283,8 @@ class _Workspace:
         step_flops = 2 * batch * hidden_out * n_blk * gates * UNITS
         self.step_threads = _threads_for(step_flops, n_blk)
         self.project_threads = _threads_for(step_flops * n_steps, n_steps * batch)
+        self.project = (ProjectScratch(max(input_size, n_dirs * hidden_out), gates, self.threads)
+                        if _AMX_CPU else None)
 
 
 _local = threading.local()
@@ -263,9 +324,9 @@ def run_layers(mode, layers, hidden_size, proj_size, x, h0, c0, lengths):
     n_dirs = len(layers[0].directions)
     hidden_out = proj_size or hidden_size
     column = _n_blocks(hidden_size) * gates * UNITS  # one direction's xproj columns
-    ws = _workspace((mode, reset_before, n_steps, batch, hidden_size, proj_size, n_dirs),
-                    n_steps, batch, hidden_size, proj_size, n_dirs, gates, c0 is not None,
-                    reset_before)
+    ws = _workspace((mode, reset_before, n_steps, batch, x.shape[2], hidden_size, proj_size, n_dirs),
+                    n_steps, batch, x.shape[2], hidden_size, proj_size, n_dirs, gates,
+                    c0 is not None, reset_before)
     if lengths is None or lengths[-1] == n_steps:
         n_active = ws.all_active
     else:  # lengths sorted descending: rows with length > t are a prefix
@@ -275,8 +336,8 @@ def run_layers(mode, layers, hidden_size, proj_size, x, h0, c0, lengths):
     c_n = np.empty_like(c0) if c0 is not None else None
     layer_input = x
     for index, layer in enumerate(layers):
-        _kernels.project(gates, layer.w_ih, layer.bias, layer_input.reshape(n_steps * batch, -1),
-                         ws.xproj, ws.project_threads, layer.scale_ih)
+        project(gates, layer, layer_input.reshape(n_steps * batch, -1), ws.xproj,
+                ws.project_threads, ws.project)
         out = np.empty((n_steps, batch, n_dirs * hidden_out), np.float32)
         for d, direction in enumerate(layer.directions):
             state = index * n_dirs + d

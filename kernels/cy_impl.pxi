@@ -10,7 +10,7 @@
 
 cimport cython
 from cython.parallel cimport parallel
-from libc.stdint cimport int8_t, int32_t, uint8_t
+from libc.stdint cimport int8_t, int32_t, uint8_t, uint16_t
 from libc.string cimport memcpy, memset
 
 cdef extern from "fastlstm_simd.h" nogil:
@@ -24,6 +24,9 @@ cdef extern from "fastlstm_simd.h" nogil:
         FL_PROJ
         FL_GRU_RZ
         FL_GRU_N
+        FL_AMX_ROWS
+        FL_AMX_MIN_ROWS
+        FL_AMX_PARTS
     ctypedef struct fl_block_args:
         const void *w
         int wt
@@ -54,7 +57,22 @@ cdef extern from "fastlstm_simd.h" nogil:
         float *z
         long ldr
         long ldr2
+        const uint16_t *wp
+        long K2p
+        const uint16_t *a16
+        long lda16
+        long a16_part
+        int a16_parts
     void fl_block(int mode, long n_rows, const fl_block_args *args, float *scratch)
+    void fl_block_amx(int mode, long n_rows, const fl_block_args *args, float *scratch)
+    void fl_project_amx(int G, const uint16_t *w_pairs, long K2p, const float *wscale,
+                        long n_blocks, long K, const float *bias, const float *x, long ldx,
+                        float *out, long ldo, long row0, long row1, uint16_t *a16, float *stage)
+    void fl_bf16_split_rows(const float *x, long ldx, long K, long rows, uint16_t *out,
+                            long part_stride, int n_parts, long lda)
+    int fl_amx_usable()
+    void fl_amx_begin()
+    void fl_amx_end()
     void fl_project_rows(int G, int wt, const void *w_blocks, const float *wscale, long n_blocks,
                          long K, const float *bias, const float *x, long ldx, float *out,
                          long ldo, long row0, long row1)
@@ -79,6 +97,8 @@ GRU_RESET_BEFORE = FL_GRU_RZ
 RNN_TANH = FL_RNN_TANH
 RNN_RELU = FL_RNN_RELU
 UNITS_PER_BLOCK = FL_U
+AMX_ROWS = FL_AMX_ROWS
+AMX_PARTS = FL_AMX_PARTS
 
 # Weight storage types: float32, bfloat16 bits, int8 (with float32 column scales)
 ctypedef fused weight_t:
@@ -99,6 +119,25 @@ def cpu_supports_avx512():
 def cpu_supports_vnni():
     """True when this module has the AVX512-VNNI int8 path and the CPU runs it."""
     return bool(fl_cpu_supports_vnni())
+
+
+def cpu_supports_amx():
+    """True when this module has the AMX paths and the CPU (and OS) runs them."""
+    return bool(fl_amx_usable())
+
+
+def bf16_split(const float[:, ::1] x, uint16_t[:, :, ::1] parts):
+    """parts (P, N, >= K) bfloat16 bits = x (N, K) split in P parts: part 0 = RNE(x),
+    part p = RNE(x - the parts before it), zero-filled beyond K; the activations the
+    AMX bf16 products multiply."""
+    if parts.shape[1] != x.shape[0] or parts.shape[2] < x.shape[1] or parts.shape[0] < 1:
+        raise ValueError(f"bf16_split: parts must be (P, {x.shape[0]}, >= {x.shape[1]}), "
+                         f"got ({parts.shape[0]}, {parts.shape[1]}, {parts.shape[2]})")
+    if x.shape[0] == 0:
+        return
+    with nogil:
+        fl_bf16_split_rows(&x[0, 0], x.shape[1], x.shape[1], x.shape[0], &parts[0, 0, 0],
+                           parts.shape[1] * parts.shape[2], parts.shape[0], parts.shape[2])
 
 
 def cpu_supports_avx2():
@@ -155,6 +194,11 @@ ctypedef struct SeqArgs:
     const int32_t *wsum     # (n_blk, width) column sums of wq
     uint8_t *u8_scratch     # (threads, B * ldu) quantized rows + 128 for vpdpbusd
     long ldu
+    bint amx                # products on AMX tiles at >= FL_AMX_MIN_ROWS rows
+    const uint16_t *wp      # bf16: (n_blk, K2p, width, 2) w_hh in pair order, or NULL
+    long K2p
+    uint16_t *a16_scratch   # bf16: (threads, FL_AMX_PARTS * B_pad * 2*K2p) h split in parts
+    long a16_stride
 
 
 cdef inline void _share(long n, int parts, int part, long *lo, long *hi) noexcept nogil:
@@ -182,14 +226,22 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier) noexcept
     cdef float *hq = NULL
     cdef float *hscale = NULL
     cdef uint8_t *hu8 = NULL
+    cdef uint16_t *a16 = NULL
+    cdef bint amx = s.amx and tid < s.scratch_threads
+    cdef bint amx_step
+    cdef long rows_pad = (s.batch + FL_AMX_ROWS - 1) // FL_AMX_ROWS * FL_AMX_ROWS
     cdef unsigned csr = fl_ftz_enter()
     if tid < s.scratch_threads:
-        scratch = s.scratch + tid * s.batch * 4 * FL_U
+        scratch = s.scratch + tid * rows_pad * 4 * FL_U
         if s.quantize:
             hq = s.q_scratch + tid * s.batch * (s.ldq + 1)
             hscale = hq + s.batch * s.ldq
             if s.wq != NULL:
-                hu8 = s.u8_scratch + tid * s.batch * s.ldu
+                hu8 = s.u8_scratch + tid * rows_pad * s.ldu
+    if amx:
+        fl_amx_begin()
+        if s.wp != NULL:
+            a16 = s.a16_scratch + tid * s.a16_stride
     _share(s.n_blk, n_threads, tid, &b0, &b1)
     _share(s.n_pblk, n_threads, tid, &p0, &p1)
     # the state units this thread owns: its blocks, or its projection blocks
@@ -213,8 +265,17 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier) noexcept
         n_act = s.n_active[t]
         h_cur = s.h_state + (step % 2) * s.batch * s.ld_state
         h_nxt = s.h_state + ((step + 1) % 2) * s.batch * s.ld_state
+        amx_step = amx and n_act >= FL_AMX_MIN_ROWS
         if hq != NULL:
             fl_quantize_rows(h_cur, s.ld_state, s.K, n_act, hq, s.ldq, hu8, s.ldu, hscale)
+        if amx_step and a16 != NULL:
+            fl_bf16_split_rows(h_cur, s.ld_state, s.K, n_act, a16, rows_pad * 2 * s.K2p,
+                               FL_AMX_PARTS, 2 * s.K2p)
+        a.a16 = a16
+        a.lda16 = 2 * s.K2p
+        a.a16_part = rows_pad * 2 * s.K2p
+        a.a16_parts = FL_AMX_PARTS
+        a.K2p = s.K2p
         a.hq = hq
         a.ldq = s.ldq
         a.hscale = hscale
@@ -244,7 +305,11 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier) noexcept
             a.ldr = s.ldr
             a.wq = s.wq + blk * s.ldu * s.width if hu8 != NULL else NULL
             a.wsum = s.wsum + blk * s.width if hu8 != NULL else NULL
-            fl_block(s.mode, n_act, &a, scratch)
+            a.wp = s.wp + blk * s.K2p * s.width * 2 if a16 != NULL else NULL
+            if amx_step:
+                fl_block_amx(s.mode, n_act, &a, scratch)
+            else:
+                fl_block(s.mode, n_act, &a, scratch)
         # the new-gate and projection products take float inputs
         a.hq = NULL
         a.hscale = NULL
@@ -287,6 +352,8 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier) noexcept
                            (u1 - u0) * sizeof(float))
                     memset(y, 0, (u1 - u0) * sizeof(float))
         fl_barrier_wait(barrier, n_threads)  # h_nxt complete before the next step reads it
+    if amx:
+        fl_amx_end()
     fl_ftz_exit(csr)
 
 
@@ -300,7 +367,8 @@ def run_sequence(int mode, const float[:, :, ::1] xproj, long xcol,
                  float[:, ::1] scratch, const float[::1] scale_hh, const float[::1] scale_hr,
                  const float[::1] scale_hn, float[:, ::1] q_scratch=None,
                  const int8_t[:, :, :, ::1] wq=None, const int32_t[:, ::1] wsum=None,
-                 uint8_t[:, ::1] u8_scratch=None):
+                 uint8_t[:, ::1] u8_scratch=None, bint amx=False,
+                 const uint16_t[:, :, :, ::1] wp=None, uint16_t[:, ::1] a16_scratch=None):
     """Run one direction of one layer over all steps; returns the index of
     ``h_state`` that holds the final state.
 
@@ -310,9 +378,15 @@ def run_sequence(int mode, const float[:, :, ::1] xproj, long xcol,
                                       uint16 (bfloat16 bits) or int8; w_hr, w_hn alike
     scale_*  (n_blk*G*16,) IN         int8 column scales (None for float weights)
     q_scratch (threads, B*(K+1))      int8: per-thread quantized h rows and scales (required)
-    wq       (n_blk, K4, G*16, 4) IN  int8: w_hh in VNNI order, to use vpdpbusd (optional)
+    wq       (n_blk, K4, G*16, 4) IN  int8: w_hh in VNNI order, K4*4 = K rounded up to a
+                                      multiple of 64, to use vpdpbusd and AMX (optional)
     wsum     (n_blk, G*16) int32 IN   its column sums
-    u8_scratch (threads, B*K4*4)      per-thread h rows + 128 for vpdpbusd
+    u8_scratch (threads, B_pad*K4*4)  per-thread h rows + 128 for vpdpbusd and AMX
+    amx                               products on AMX tiles when the CPU has them, at
+                                      >= 16 rows: int8 needs wq, bf16 needs wp
+    wp       (n_blk, K2, G*16, 2) IN  bf16: w_hh in pair order, 2*K2 = K rounded up to a
+                                      multiple of 32 (optional)
+    a16_scratch (threads, 2*P*B_pad*K2) bf16: per-thread h split in P = AMX_PARTS bf16 parts
     w_hr     (n_pblk, H, 16) IN       projection, blocked (used when has_proj)
     b_hn     (n_blk*16,) IN           GRU recurrent new-gate bias, padded
     h_state  (2, B, ld) IN/OUT        [0] holds h0 (padded); ping-pong buffers
@@ -327,8 +401,9 @@ def run_sequence(int mode, const float[:, :, ::1] xproj, long xcol,
     w_hn     (n_blk, H, 16) IN        original GRU (mode GRU_RESET_BEFORE): new-gate
                                       weights; w_hh then holds r, z only (G*16 = 32)
     rh, z    (B, n_blk*16)            original GRU scratch
-    scratch  (n_threads, B*64)        per-thread partial sums for the K-chunked product
-                                      at large batch (optional)
+    scratch  (n_threads, B_pad*64)    per-thread partial sums for the K-chunked and AMX
+                                      products at large batch (optional); B_pad is B
+                                      rounded up to a multiple of 32
     All arrays non-empty, shapes consistent (checked by the caller).
     """
     cdef SeqArgs s
@@ -377,17 +452,23 @@ def run_sequence(int mode, const float[:, :, ::1] xproj, long xcol,
     s.rh = &rh[0, 0] if rh is not None else NULL
     s.z = &z[0, 0] if z is not None else NULL
     s.ldr = rh.shape[1] if rh is not None else 0
+    cdef long rows_pad = (s.batch + FL_AMX_ROWS - 1) // FL_AMX_ROWS * FL_AMX_ROWS
     s.scratch = &scratch[0, 0] if scratch is not None else NULL
     s.scratch_threads = scratch.shape[0] if scratch is not None else 0
-    if scratch is not None and scratch.shape[1] < s.batch * 4 * FL_U:
-        raise ValueError("scratch: expected at least B*64 floats per thread")
+    if scratch is not None and scratch.shape[1] < rows_pad * 4 * FL_U:
+        raise ValueError("scratch: expected at least B_pad*64 floats per thread")
     s.quantize = s.wt == 2
     s.q_scratch = NULL
     s.ldq = s.K
     s.wq = NULL
     s.wsum = NULL
     s.u8_scratch = NULL
-    s.ldu = (s.K + 3) // 4 * 4
+    s.ldu = (s.K + 63) // 64 * 64
+    s.amx = False
+    s.wp = NULL
+    s.K2p = 0
+    s.a16_scratch = NULL
+    s.a16_stride = 0
     if s.quantize:
         if q_scratch is None or q_scratch.shape[1] < s.batch * (s.K + 1) or scratch is None \
                 or q_scratch.shape[0] < scratch.shape[0]:
@@ -397,11 +478,23 @@ def run_sequence(int mode, const float[:, :, ::1] xproj, long xcol,
             if (wq.shape[0] != s.n_blk or wq.shape[1] * 4 != s.ldu or wq.shape[2] != s.width
                     or wsum is None or wsum.shape[0] != s.n_blk or wsum.shape[1] != s.width
                     or u8_scratch is None or u8_scratch.shape[0] < scratch.shape[0]
-                    or u8_scratch.shape[1] < s.batch * s.ldu):
+                    or u8_scratch.shape[1] < rows_pad * s.ldu):
                 raise ValueError("int8: wq, wsum or u8_scratch do not match w_hh")
             s.wq = &wq[0, 0, 0, 0]
             s.wsum = &wsum[0, 0]
             s.u8_scratch = &u8_scratch[0, 0]
+            s.amx = amx and fl_amx_usable()
+    if s.wt == 1 and amx and wp is not None and fl_amx_usable():
+        s.K2p = wp.shape[1]
+        if (wp.shape[0] != s.n_blk or wp.shape[2] != s.width or s.K2p % 16 or 2 * s.K2p < s.K
+                or 2 * s.K2p >= s.K + 32 or scratch is None or a16_scratch is None
+                or a16_scratch.shape[0] < scratch.shape[0]
+                or a16_scratch.shape[1] < FL_AMX_PARTS * rows_pad * 2 * s.K2p):
+            raise ValueError("bf16: wp or a16_scratch do not match w_hh")
+        s.amx = True
+        s.wp = &wp[0, 0, 0, 0]
+        s.a16_scratch = &a16_scratch[0, 0]
+        s.a16_stride = a16_scratch.shape[1]
     if mode == FL_GRU_RZ and (w_hn is None or rh is None or z is None):
         raise ValueError("the original GRU needs w_hn, rh and z")
     if n_threads <= 1:
@@ -415,27 +508,41 @@ def run_sequence(int mode, const float[:, :, ::1] xproj, long xcol,
 
 cdef void _project_thread(int G, int wt, const void *w, const float *wscale, long n_blocks, long K,
                           const float *bias, const float *x, long ldx, float *out, long ldo,
-                          long n_rows) noexcept nogil:
+                          long n_rows, const uint16_t *w_pairs, long K2p, uint16_t *a16,
+                          long a16_stride, float *stage, long stage_stride) noexcept nogil:
     cdef long lo, hi
+    cdef int tid = fl_thread_id()
+    cdef long tile = FL_AMX_ROWS if w_pairs != NULL else FL_MAX_ROWS
     cdef unsigned csr = fl_ftz_enter()
     # split rows in whole tiles so no tile straddles two threads
-    _share((n_rows + FL_MAX_ROWS - 1) // FL_MAX_ROWS, fl_num_threads(), fl_thread_id(), &lo, &hi)
-    lo *= FL_MAX_ROWS
-    hi *= FL_MAX_ROWS
+    _share((n_rows + tile - 1) // tile, fl_num_threads(), tid, &lo, &hi)
+    lo *= tile
+    hi *= tile
     if hi > n_rows:
         hi = n_rows
     if hi > lo:
-        fl_project_rows(G, wt, w, wscale, n_blocks, K, bias, x, ldx, out, ldo, lo, hi)
+        if w_pairs != NULL:
+            fl_amx_begin()
+            fl_project_amx(G, w_pairs, K2p, wscale, n_blocks, K, bias, x, ldx, out, ldo, lo, hi,
+                           a16 + tid * a16_stride, stage + tid * stage_stride)
+            fl_amx_end()
+        else:
+            fl_project_rows(G, wt, w, wscale, n_blocks, K, bias, x, ldx, out, ldo, lo, hi)
     fl_ftz_exit(csr)
 
 
 def project(int gates, const weight_t[:, :, ::1] w_blocks, const float[::1] bias,
             const float[:, ::1] x, float[:, ::1] out, int n_threads,
-            const float[::1] scale=None):
+            const float[::1] scale=None, const uint16_t[:, :, :, ::1] w_pairs=None,
+            uint16_t[:, ::1] a16_scratch=None, float[:, ::1] stage=None):
     """out (N, n_blocks*G*16) = x (N, K) @ blocked weights (* scale) + bias.
 
     w_blocks (n_blocks, K, G*16) float32, uint16 (bfloat16 bits) or int8 IN;
     bias and scale (int8 column scales) (n_blocks*G*16,) IN; out OUT.
+    With w_pairs (n_blocks, K2, G*16, 2) (the same weights as bfloat16 bits in pair
+    order, 2*K2 = K rounded up to a multiple of 32), a16_scratch (threads,
+    AMX_PARTS*64*K2) and stage (threads, 32*G*16), and at least 16 rows on a CPU
+    with AMX, the product runs on AMX tiles with x split in AMX_PARTS bf16 parts.
     """
     cdef long n_rows = x.shape[0]
     cdef int wt = 0 if weight_t is float else (1 if weight_t is cython.ushort else 2)
@@ -445,11 +552,30 @@ def project(int gates, const weight_t[:, :, ::1] w_blocks, const float[::1] bias
     cdef const float *xp = &x[0, 0]
     cdef float *op = &out[0, 0]
     cdef long n_blocks = w_blocks.shape[0], K = w_blocks.shape[1], ldx = x.shape[1], ldo = out.shape[1]
+    cdef const uint16_t *pairs = NULL
+    cdef uint16_t *a16 = NULL
+    cdef float *st = NULL
+    cdef long K2p = 0, a16_stride = 0, stage_stride = 0
     if wt == 2 and scale is None:
         raise ValueError("int8 weights need their column scales")
+    if w_pairs is not None and n_rows >= FL_AMX_MIN_ROWS and fl_amx_usable():
+        K2p = w_pairs.shape[1]
+        if (w_pairs.shape[0] != n_blocks or w_pairs.shape[2] != gates * FL_U or K2p % 16
+                or 2 * K2p < K or 2 * K2p >= K + 32 or a16_scratch is None or stage is None
+                or a16_scratch.shape[0] < n_threads or stage.shape[0] < n_threads
+                or a16_scratch.shape[1] < FL_AMX_PARTS * FL_AMX_ROWS * 2 * K2p
+                or stage.shape[1] < FL_AMX_ROWS * gates * FL_U):
+            raise ValueError("project: w_pairs, a16_scratch or stage do not match w_blocks")
+        pairs = &w_pairs[0, 0, 0, 0]
+        a16 = &a16_scratch[0, 0]
+        a16_stride = a16_scratch.shape[1]
+        st = &stage[0, 0]
+        stage_stride = stage.shape[1]
     if n_threads <= 1:
         with nogil:
-            _project_thread(gates, wt, w, ws, n_blocks, K, b, xp, ldx, op, ldo, n_rows)
+            _project_thread(gates, wt, w, ws, n_blocks, K, b, xp, ldx, op, ldo, n_rows,
+                            pairs, K2p, a16, a16_stride, st, stage_stride)
     else:
         with nogil, parallel(num_threads=n_threads):
-            _project_thread(gates, wt, w, ws, n_blocks, K, b, xp, ldx, op, ldo, n_rows)
+            _project_thread(gates, wt, w, ws, n_blocks, K, b, xp, ldx, op, ldo, n_rows,
+                            pairs, K2p, a16, a16_stride, st, stage_stride)

@@ -39,6 +39,10 @@
 #define FL_PANEL_ROWS 96
 /* K rows of a block's weights per pass: 128 x 64 floats = 32 KiB, inside L1 */
 #define FL_KCHUNK 128
+/* AMX (fastlstm_amx.h): rows per pass (two tiles of 16), and the fewest rows worth it */
+#define FL_AMX_ROWS 32
+#define FL_AMX_MIN_ROWS 16
+#define FL_AMX_PARTS 3
 
 typedef float v16 __attribute__((vector_size(64)));
 typedef int32_t v16i __attribute__((vector_size(64)));
@@ -168,7 +172,15 @@ FL_INLINE v16 v_exp(v16 x)
  * pointwise part of a lat_med step stayed at 0.45 us (the step is bound by
  * reading W_hh, 6.5 us from L2), and it made AVX-512 and AVX2 results differ in
  * the last bit, which int8's per-step quantization of h can amplify. */
-FL_INLINE v16 v_recip(v16 d) { return 1.0f / d; }
+FL_INLINE v16 v_recip(v16 d)
+{
+#if defined(__AVX512F__) && defined(FL_FAST_RECIP)
+    const __m512 r = _mm512_rcp14_ps((__m512)d);
+    return (v16)_mm512_mul_ps(r, _mm512_fnmadd_ps((__m512)d, r, _mm512_set1_ps(2.0f)));
+#else
+    return 1.0f / d;
+#endif
+}
 
 FL_INLINE v16 v_sigmoid(v16 x) { return v_recip(1.0f + v_exp(-x)); }
 FL_INLINE v16 v_tanh(v16 x) { return 2.0f * v_recip(1.0f + v_exp(-2.0f * x)) - 1.0f; }
@@ -254,6 +266,13 @@ typedef struct {
     float *z;            /* (R, ldr) original GRU: z at this block's units */
     long ldr;
     long ldr2;           /* FL_GRU_N: row stride of h_self (the state), as a->ldh is r*h's */
+    /* bf16 on AMX (fastlstm_amx.h): weights in pair order and h split into bf16 parts */
+    const uint16_t *wp;  /* (K2p, G, 16, 2) this block's weights, or NULL */
+    long K2p;
+    const uint16_t *a16; /* (parts, rows, lda16) h as bf16 hi (and lo) parts */
+    long lda16;
+    long a16_part;       /* elements from one part to the next */
+    int a16_parts;
 } fl_block_args;
 
 /* The pointwise half of a block: gate pre-activations acc -> new state. */
@@ -557,6 +576,32 @@ FL_INLINE void fl_advance(const int mode, fl_block_args *a, long rows)
     switch (n_rows - r) { \
     case 3: CALL(3); break; case 2: CALL(2); break; case 1: CALL(1); break; default: break; }
 
+/* The pointwise update of n_rows rows whose products are in gates (n_rows, G*16). */
+static void fl_pointwise_from(int mode, long n_rows, const fl_block_args *args, const float *gates)
+{
+    const long ldg = (long)fl_gates(mode) * FL_U;
+    fl_block_args a = *args;
+    long r = 0;
+    for (; r + FL_MAX_ROWS <= n_rows; r += FL_MAX_ROWS) {
+        fl_block_rows_from(mode, FL_MAX_ROWS, &a, gates + r * ldg, ldg);
+        fl_advance(mode, &a, FL_MAX_ROWS);
+    }
+#define FL_FROM(RR) fl_block_rows_from(mode, RR, &a, gates + r * ldg, ldg)
+    FL_ROW_TAIL(FL_FROM)
+#undef FL_FROM
+}
+
+/* Ask for the input projection rows a block's pointwise update will read, before
+ * its products run: the rows are a page apart in xproj, where the hardware
+ * prefetcher does not follow (measured, bf16 thr_med on AMX: the loads of x took
+ * a quarter of the run without this). */
+FL_INLINE void fl_prefetch_x(int mode, long n_rows, const fl_block_args *a)
+{
+    const int G = fl_gates(mode == FL_GRU_N ? FL_GRU : mode);
+    for (long r = 0; r < n_rows; r++)
+        for (int g = 0; g < G; g++) __builtin_prefetch(a->x + r * a->ldx + g * FL_U);
+}
+
 /* Many rows: the product over K in chunks whose weights stay in L1 while every
  * row tile passes, partial sums kept in scratch (n_rows, G*16); then pointwise. */
 static void fl_block_chunked(int mode, long n_rows, const fl_block_args *args, float *scratch)
@@ -564,6 +609,7 @@ static void fl_block_chunked(int mode, long n_rows, const fl_block_args *args, f
     const int G = fl_gates(mode);
     const long ldg = (long)G * FL_U;
     v16 acc[FL_MAX_ROWS][4];
+    fl_prefetch_x(mode, n_rows, args);
     for (long k0 = 0; k0 < args->K; k0 += FL_KCHUNK) {
         const long kc = args->K - k0 < FL_KCHUNK ? args->K - k0 : FL_KCHUNK;
         const void *w = fl_wptr(args->wt, args->w, k0 * ldg);
@@ -585,15 +631,7 @@ static void fl_block_chunked(int mode, long n_rows, const fl_block_args *args, f
                 for (int g = 0; g < G; g++) v_store(gates + r * ldg + g * FL_U, acc[r][g]);
         }
     }
-    fl_block_args a = *args;
-    long r = 0;
-    for (; r + FL_MAX_ROWS <= n_rows; r += FL_MAX_ROWS) {
-        fl_block_rows_from(mode, FL_MAX_ROWS, &a, scratch + r * ldg, ldg);
-        fl_advance(mode, &a, FL_MAX_ROWS);
-    }
-#define FL_FROM(RR) fl_block_rows_from(mode, RR, &a, scratch + r * ldg, ldg)
-    FL_ROW_TAIL(FL_FROM)
-#undef FL_FROM
+    fl_pointwise_from(mode, n_rows, args, scratch);
 }
 
 /* One block, n_rows rows (any count), in tiles of FL_MAX_ROWS.  scratch
@@ -661,6 +699,72 @@ static void fl_project_rows(int G, int wt, const void *w_blocks, const float *ws
         }
     }
 }
+
+#include "fastlstm_amx.h"
+
+#if FL_HAVE_AMX
+/* One block at many rows on AMX: the products into scratch (rows padded to
+ * FL_AMX_ROWS, G*16 columns), then the pointwise update of n_rows rows.  int8
+ * takes h quantized (a->hu8, a->wq); bf16 takes h split in bf16 parts (a->a16, a->wp). */
+static void fl_block_amx(int mode, long n_rows, const fl_block_args *args, float *scratch)
+{
+    const int G = fl_gates(mode);
+    const long ldg = (long)G * FL_U;
+    const long rows = (n_rows + FL_AMX_ROWS - 1) / FL_AMX_ROWS * FL_AMX_ROWS;
+    fl_prefetch_x(mode, n_rows, args);
+    if (args->wq)
+        fl_amx_int8_gates(G, rows, args->hu8, args->ldu, args->ldu / 4, args->wq, args->wsum,
+                          scratch, ldg);
+    else
+        fl_amx_bf16_gates(G, rows, args->a16, args->lda16, args->a16_part, args->a16_parts,
+                          args->K2p, args->wp, scratch, ldg);
+    fl_pointwise_from(mode, n_rows, args, scratch);
+}
+
+/* The input projection on AMX: out rows [row0, row1) = x @ w + bias, x split in
+ * FL_AMX_PARTS bf16 parts, weights in pair order (n_blocks, K2p, G*16, 2) (bf16, or int8
+ * values, exact in bf16, with their column scales wscale).
+ * a16: FL_AMX_PARTS * FL_AMX_ROWS * 2*K2p bf16 and stage: FL_AMX_ROWS * G*16 floats of scratch. */
+static void fl_project_amx(int G, const uint16_t *w_pairs, long K2p, const float *wscale,
+                           long n_blocks, long K, const float *bias, const float *x, long ldx,
+                           float *out, long ldo, long row0, long row1, uint16_t *a16,
+                           float *stage)
+{
+    const long width = (long)G * FL_U, lda = 2 * K2p, part = FL_AMX_ROWS * lda;
+    for (long p0 = row0; p0 < row1; p0 += FL_AMX_ROWS) {
+        const long n = row1 - p0 < FL_AMX_ROWS ? row1 - p0 : FL_AMX_ROWS;
+        fl_bf16_split_rows(x + p0 * ldx, ldx, K, n, a16, part, FL_AMX_PARTS, lda);
+        for (long blk = 0; blk < n_blocks; blk++) {
+            fl_amx_bf16_gates(G, FL_AMX_ROWS, a16, lda, part, FL_AMX_PARTS, K2p,
+                              w_pairs + blk * K2p * width * 2, stage, width);
+            for (long r = 0; r < n; r++)
+                for (long c = 0; c < width; c += FL_U) {
+                    v16 v = v_load(stage + r * width + c);
+                    if (wscale) v *= v_load(wscale + blk * width + c);
+                    v_store(out + (p0 + r) * ldo + blk * width + c,
+                            v + v_load(bias + blk * width + c));
+                }
+        }
+    }
+}
+#else
+/* Never entered: fl_amx_usable() is 0 in builds without AMX.  Defined so the
+ * Cython module has one source for every instruction set. */
+static void fl_block_amx(int mode, long n_rows, const fl_block_args *args, float *scratch)
+{
+    (void)mode; (void)n_rows; (void)args; (void)scratch;
+}
+static void fl_project_amx(int G, const uint16_t *w_pairs, long K2p, const float *wscale,
+                           long n_blocks, long K, const float *bias, const float *x, long ldx,
+                           float *out, long ldo, long row0, long row1, uint16_t *a16,
+                           float *stage)
+{
+    (void)G; (void)w_pairs; (void)K2p; (void)wscale; (void)n_blocks; (void)K; (void)bias;
+    (void)x; (void)ldx; (void)out; (void)ldo; (void)row0; (void)row1; (void)a16; (void)stage;
+}
+static void fl_amx_begin(void) {}
+static void fl_amx_end(void) {}
+#endif
 
 /* Flush denormals to zero (and treat denormal inputs as zero) while a kernel runs:
  * denormal arithmetic is many times slower.  Returns the previous control word. */

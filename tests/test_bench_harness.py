@@ -123,8 +123,9 @@ def test_below_the_roof_by_arithmetic():
     assert "fastlstm[cython,int8] on thr_med" not in text
     assert "WARNING: torch-int8 on thr_med (threads 1) ran at 0.50x the roof's memory half" in text
     found, _ = engines.fastlstm_engines(["cython"], ["fp32", "bf16", "int8"])
+    from fastlstm import cython_glue  # bf16 multiplies on bf16 tiles where the CPU has AMX
     assert {e.precision: e.fp32_arithmetic for e in found} in (
-        {}, {"fp32": True, "bf16": True, "int8": False})
+        {}, {"fp32": True, "bf16": not cython_glue._AMX_CPU, "int8": False})
 
 
 def test_a_busy_machine_is_called_out():

@@ -133,10 +133,16 @@ def build_fastlstm(case, backend, threads, precision="fp32"):
     return peer_registry.Runner(run, activate, threads_applied=set_threads is not None)
 
 
-# Which fastlstm precisions multiply in fp32, so that the roof's compute half (the fp32
-# GEMM ceiling) binds them: bf16 widens its weights to fp32; int8 quantizes h per step and
-# multiplies the recurrent product in int8 (vpdpbusd), so only the memory half binds it.
-FASTLSTM_FP32_ARITHMETIC = ("fp32", "bf16")
+def fastlstm_fp32_arithmetic(precision):
+    """Whether fastlstm in ``precision`` multiplies in fp32, so that the roof's compute
+    half (the fp32 GEMM ceiling) binds it.  bf16 widens its weights to fp32, except on
+    CPUs with AMX, where products of 16 rows or more (and the input projection) run on
+    bf16 tiles; int8 multiplies the recurrent product in int8 (vpdpbusd, AMX), so only
+    the memory half binds it."""
+    if precision == "bf16":
+        from .. import cython_glue
+        return not cython_glue._AMX_CPU
+    return precision == "fp32"
 
 
 class Engine:
@@ -176,7 +182,7 @@ def fastlstm_engines(backends, precisions=("fp32",)):
                 engines.append(Engine(name, "fastlstm", precision,
                                       lambda case, threads, backend=backend, precision=precision:
                                       build_fastlstm(case, backend, threads, precision),
-                                      fp32_arithmetic=precision in FASTLSTM_FP32_ARITHMETIC))
+                                      fp32_arithmetic=fastlstm_fp32_arithmetic(precision)))
     return engines, skipped
 
 

@@ -162,8 +162,9 @@ def notes(records, skipped, machine):
         lines.append("bf16/int8 tables: 'vs X' = X's median / fastlstm's median; their roof "
                      "counts W_hh at 2 (bf16) or 1 byte a weight plus a 4-byte scale per row "
                      "(int8), its compute half at the fp32 GEMM ceiling, which binds fastlstm "
-                     "bf16 (fp32 products); engines multiplying in bf16/int8 (fastlstm int8's "
-                     "recurrent product, torch-bf16, torch-int8, openvino-bf16) are bound by its "
+                     "bf16 where it widens its weights to fp32 (CPUs without AMX); engines "
+                     "multiplying in bf16/int8 (fastlstm int8's recurrent product, fastlstm "
+                     "bf16 on AMX, torch-bf16, torch-int8, openvino-bf16) are bound by its "
                      "memory half only. torch-bf16 keeps activations and state in bf16 too")
     if any(not r.get("threads_applied", True) for r in records if "median_ms" in r):
         lines.append(f"{THREADS_NOTE} thread count not applied (fastlstm.set_num_threads missing "

@@ -14,9 +14,9 @@ Per weight precision the memory half uses the bytes W_hh takes in it (bf16 2 a
 weight, int8 1 plus a float32 scale per row; ``configs.WEIGHT_BYTES``) and the
 bandwidth measured over a buffer of that size; the compute half stays the fp32
 GEMM ceiling, which binds the engines that multiply in float32 (fastlstm's bf16
-widens its weights).  An engine multiplying in bf16 or int8 (AMX, VNNI: fastlstm
-int8's recurrent product, torch's and OpenVINO's reduced forms) is bound by the
-memory half only.
+widens its weights, on CPUs without AMX).  An engine multiplying in bf16 or int8
+(AMX, VNNI: fastlstm int8's recurrent product, fastlstm bf16 on AMX, torch's and
+OpenVINO's reduced forms) is bound by the memory half only.
 
 * read bandwidth: a hot, vectorised sum over a float32 buffer of the matrix's
   size, split over ``threads`` threads (a Numba kernel; numpy's

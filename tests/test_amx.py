@@ -1,0 +1,138 @@
+"""bf16 and int8 products on AMX tiles (batch >= 16 rows, and the input projection).
+
+On a CPU with AMX-BF16/INT8 the Cython backend multiplies bf16 and int8 weights
+on tiles at 16 rows or more.  Activations are split in bf16 parts that sum to the
+float (so the products equal the fp32-activation paths up to fp32 rounding); int8
+recurrent products are exact integer sums either way.  The references are the
+same as test_precision's: PyTorch fp32 on the rounded weights (bf16) and a float64
+loop written from the int8 equations.  On a CPU without AMX these tests run the
+AVX-512 (or portable) paths at the same sizes, which must pass the same checks.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+import fastlstm
+from fastlstm import cython_glue
+from test_precision import ATOL, int8_reference, rounded_module
+
+HAS_AMX = cython_glue._AMX_CPU
+# AMX on and off differ by fp32 rounding of sums taken in another order
+PATH_ATOL = {"bf16": 1e-6,
+             # int8 quantizes h every step: a last-bit difference can move one value
+             # across a rounding boundary of the int8 grid (see test_precision.ISA_ATOL)
+             "int8": 2e-3}
+
+CASES = [
+    # mode, kwargs, I, H, batch
+    ("LSTM", {}, 3, 17, 17),
+    ("LSTM", dict(num_layers=2, bidirectional=True), 37, 37, 37),
+    ("LSTM", dict(proj_size=5), 17, 37, 33),
+    ("GRU", {}, 129, 17, 17),
+    ("GRU", dict(bidirectional=True), 17, 129, 20),
+    ("RNN", dict(nonlinearity="relu"), 37, 3, 16),
+    ("RNN", {}, 1, 37, 129),
+]
+
+
+def _lengths(rng, batch, steps):
+    """Lengths that take the running rows below 16 part-way, so steps switch path."""
+    lengths = rng.integers(1, steps + 1, size=batch)
+    lengths[0] = steps
+    return lengths
+
+
+@pytest.mark.parametrize("mode, kwargs, input_size, hidden_size, batch", CASES)
+def test_bf16_at_tile_sizes_matches_torch_on_rounded_weights(mode, kwargs, input_size, hidden_size,
+                                                             batch, rng):
+    torch.manual_seed(int(rng.integers(1 << 30)))
+    module = getattr(torch.nn, mode)(input_size, hidden_size, **kwargs)
+    steps = 6
+    x = rng.normal(size=(steps, batch, input_size)).astype(np.float32)
+    lengths = _lengths(rng, batch, steps)
+    with torch.inference_mode():
+        packed = torch.nn.utils.rnn.pack_padded_sequence(
+            torch.from_numpy(x), torch.from_numpy(lengths), enforce_sorted=False)
+        out, _ = rounded_module(module, "bf16")(packed)
+        out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, total_length=steps)
+    layer = getattr(fastlstm, mode).from_torch(module, precision="bf16")
+    np.testing.assert_allclose(layer(x, lengths=lengths)[0], out.numpy(), atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("mode, kwargs, input_size, hidden_size, batch", CASES)
+def test_int8_at_tile_sizes_matches_the_quantized_reference(mode, kwargs, input_size, hidden_size,
+                                                            batch, rng):
+    torch.manual_seed(int(rng.integers(1 << 30)))
+    module = getattr(torch.nn, mode)(input_size, hidden_size, **kwargs)
+    state = {key: value.numpy().astype(np.float64) for key, value in module.state_dict().items()}
+    steps = 5
+    x = rng.normal(size=(steps, batch, input_size)).astype(np.float32)
+    lengths = _lengths(rng, batch, steps)
+    layer = getattr(fastlstm, mode).from_torch(module, precision="int8")
+    kernel_mode = mode if mode != "RNN" else ("RNN_RELU" if kwargs.get("nonlinearity") == "relu" else "RNN_TANH")
+    ref = int8_reference(kernel_mode, state, kwargs.get("num_layers", 1), kwargs.get("bidirectional", False),
+                         x, lengths, hidden_size, kwargs.get("proj_size", 0))
+    np.testing.assert_allclose(layer(x, lengths=lengths)[0], ref, atol=ATOL, rtol=0)
+
+
+@pytest.mark.skipif(not HAS_AMX, reason="this CPU has no AMX: one path only")
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+@pytest.mark.parametrize("variant", [dict(), dict(peephole=True, coupled_input_forget=True, clip=0.5),
+                                     dict(linear_before_reset=False)])
+def test_amx_and_vector_paths_agree(precision, variant, threads, rng, monkeypatch):
+    """Every topology and variant gives the same answers with AMX on and off, on
+    one thread and on two (each thread configures its own tiles)."""
+    mode = "GRU" if "linear_before_reset" in variant else "LSTM"
+    layer = getattr(fastlstm, mode)(37, 129, num_layers=2, bidirectional=True, backend="cython",
+                                    precision=precision, **variant)
+    layer.load_state_dict({key: rng.uniform(-0.1, 0.1, value.shape).astype(np.float32)
+                           for key, value in layer.state_dict().items()})
+    x = rng.normal(size=(7, 40, 37)).astype(np.float32)
+    lengths = _lengths(rng, 40, 7)
+    previous = fastlstm.get_num_threads()
+    fastlstm.set_num_threads(threads)
+    try:
+        monkeypatch.setattr(cython_glue, "_USE_AMX", True)
+        tiles = layer(x, lengths=lengths)
+        monkeypatch.setattr(cython_glue, "_USE_AMX", False)
+        vectors = layer(x, lengths=lengths)
+    finally:
+        fastlstm.set_num_threads(previous)
+    np.testing.assert_allclose(tiles[0], vectors[0], atol=PATH_ATOL[precision], rtol=0)
+    for got, expected in zip(tiles[1] if mode == "LSTM" else (tiles[1],),
+                             vectors[1] if mode == "LSTM" else (vectors[1],)):
+        np.testing.assert_allclose(got, expected, atol=PATH_ATOL[precision], rtol=0)
+
+
+@pytest.mark.parametrize("rows, columns", [(1, 1), (3, 17), (37, 129), (16, 32)])
+def test_bf16_split_parts_sum_to_the_floats(rows, columns, rng):
+    kernels = cython_glue._kernels
+    x = (rng.normal(size=(rows, columns)) * 10.0 ** rng.integers(-6, 6, size=(rows, columns)))
+    x = x.astype(np.float32)
+    width = -(-columns // 32) * 32 + 32
+    parts = np.full((cython_glue.AMX_PARTS, rows, width), 0xFFFF, np.uint16)
+    kernels.bf16_split(x, parts)
+    values = (parts.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+    assert np.all(parts[:, :, columns:] == 0)
+    first = torch.from_numpy(x).to(torch.bfloat16).to(torch.float32).numpy()
+    np.testing.assert_array_equal(values[0, :, :columns], first)  # round to nearest even
+    error = np.abs(values.sum(axis=0)[:, :columns] - x)
+    assert np.all(error <= np.abs(x) * 2.0 ** -24)
+
+
+def test_bf16_split_rejects_a_short_buffer():
+    x = np.zeros((3, 40), np.float32)
+    with pytest.raises(ValueError, match="parts must be"):
+        cython_glue._kernels.bf16_split(x, np.zeros((2, 3, 32), np.uint16))
+    with pytest.raises(ValueError, match="parts must be"):
+        cython_glue._kernels.bf16_split(x, np.zeros((2, 2, 64), np.uint16))
+
+
+def test_tile_order_is_packed_only_where_amx_runs():
+    assert cython_glue._kernels.cpu_supports_amx() == HAS_AMX
+    for precision in ("bf16", "int8"):
+        packed = fastlstm.LSTM(17, 37, backend="cython", precision=precision)._layers[0]
+        assert (packed.w_ih_pairs is not None) == HAS_AMX
+    assert fastlstm.LSTM(17, 37, backend="cython")._layers[0].w_ih_pairs is None
