@@ -39,7 +39,9 @@
 #define FL_PANEL_ROWS 96
 /* K rows of a block's weights per pass: 128 x 64 floats = 32 KiB, inside L1 */
 #define FL_KCHUNK 128
-/* AMX (fastlstm_amx.h): rows per pass (two tiles of 16), and the fewest rows worth it */
+/* AMX (fastlstm_amx.h): rows per pass (two tiles of 16), and the fewest rows worth
+ * it (a pass costs the same for 1 or 32 rows; measured on stack_bi, batch 8, bf16,
+ * 1 thread: 23.9 ms with the recurrent products widened, 26.9 ms on tiles) */
 #define FL_AMX_ROWS 32
 #define FL_AMX_MIN_ROWS 16
 #define FL_AMX_PARTS 3
