@@ -260,6 +260,11 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier) noexcept
     a.coupled = s.coupled
     a.has_clip = s.has_clip
     a.clip = s.clip
+    a.a16 = a16
+    a.lda16 = 2 * s.K2p
+    a.a16_part = rows_pad * 2 * s.K2p
+    a.a16_parts = FL_AMX_PARTS
+    a.K2p = s.K2p
     for step in range(s.n_steps):
         t = s.n_steps - 1 - step if s.reverse else step
         n_act = s.n_active[t]
@@ -271,11 +276,6 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier) noexcept
         if amx_step and a16 != NULL:
             fl_bf16_split_rows(h_cur, s.ld_state, s.K, n_act, a16, rows_pad * 2 * s.K2p,
                                FL_AMX_PARTS, 2 * s.K2p)
-        a.a16 = a16
-        a.lda16 = 2 * s.K2p
-        a.a16_part = rows_pad * 2 * s.K2p
-        a.a16_parts = FL_AMX_PARTS
-        a.K2p = s.K2p
         a.hq = hq
         a.ldq = s.ldq
         a.hscale = hscale

@@ -128,109 +128,57 @@ static FL_AMX_TARGET void fl_amx_begin(void)
 
 static FL_AMX_TARGET void fl_amx_end(void) { _tile_release(); }
 
-/* gates (rows, G*16) fp32, stride ldg = sum over parts p of A_p (rows, 2*K2p) bf16
- * (part p at a + p * a_part, row stride lda elements) times B (K2p, G*16, 2).
- * rows: a multiple of FL_AMX_ROWS. */
-static FL_AMX_TARGET void fl_amx_bf16_gates(int G, long rows, const uint16_t *a, long lda,
-                                            long a_part, int parts, long K2p, const uint16_t *b,
-                                            float *gates, long ldg)
-{
-    const long width = (long)G * FL_U, ldb = width * 4, lda_bytes = lda * 2, ldg_bytes = ldg * 4;
-    for (long r0 = 0; r0 < rows; r0 += FL_AMX_ROWS) {
-        int g = 0;
-        for (; g + 1 < G; g += 2) {
-            _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
-            for (long k2 = 0; k2 < K2p; k2 += 16) {
-                const uint16_t *bk = b + (k2 * width + g * FL_U) * 2;
-                _tile_loadd(6, bk, ldb);
-                _tile_loadd(7, bk + 2 * FL_U, ldb);
-                for (int p = 0; p < parts; p++) {
-                    const uint16_t *ak = a + p * a_part + r0 * lda + 2 * k2;
-                    _tile_loadd(4, ak, lda_bytes);
-                    _tile_loadd(5, ak + 16 * lda, lda_bytes);
-                    _tile_dpbf16ps(0, 4, 6);
-                    _tile_dpbf16ps(1, 4, 7);
-                    _tile_dpbf16ps(2, 5, 6);
-                    _tile_dpbf16ps(3, 5, 7);
-                }
-            }
-            float *o = gates + r0 * ldg + g * FL_U;
-            _tile_stored(0, o, ldg_bytes);
-            _tile_stored(1, o + FL_U, ldg_bytes);
-            _tile_stored(2, o + 16 * ldg, ldg_bytes);
-            _tile_stored(3, o + 16 * ldg + FL_U, ldg_bytes);
-        }
-        if (g < G) {
-            _tile_zero(0); _tile_zero(2);
-            for (long k2 = 0; k2 < K2p; k2 += 16) {
-                _tile_loadd(6, b + (k2 * width + g * FL_U) * 2, ldb);
-                for (int p = 0; p < parts; p++) {
-                    const uint16_t *ak = a + p * a_part + r0 * lda + 2 * k2;
-                    _tile_loadd(4, ak, lda_bytes);
-                    _tile_loadd(5, ak + 16 * lda, lda_bytes);
-                    _tile_dpbf16ps(0, 4, 6);
-                    _tile_dpbf16ps(2, 5, 6);
-                }
-            }
-            float *o = gates + r0 * ldg + g * FL_U;
-            _tile_stored(0, o, ldg_bytes);
-            _tile_stored(2, o + 16 * ldg, ldg_bytes);
-        }
-    }
-}
+/* Both products: one tile row of 64 bytes holds 32 bf16 of K (pairs) or 64 int8
+ * (quads), so the two layouts have the same byte geometry and differ only in the
+ * instruction.  The tile numbers must be constants, hence the macro. */
+#define FL_AMX_DP(int8, c, x, y) \
+    do { if (int8) _tile_dpbusd(c, x, y); else _tile_dpbf16ps(c, x, y); } while (0)
 
-/* gates (rows, G*16) fp32, stride ldg = (A (rows, 4*K4p) u8, stride lda bytes) .
- * B (K4p, G*16, 4) int8, minus 128 * wsum: A holds q + 128 for q in [-127, 127]
- * (fl_quantize_rows), so the result is the exact integer sum of q * w.
- * rows: a multiple of FL_AMX_ROWS. */
-static FL_AMX_TARGET void fl_amx_int8_gates(int G, long rows, const uint8_t *a, long lda,
-                                            long K4p, const int8_t *b, const int32_t *wsum,
-                                            float *gates, long ldg)
+/* gates (rows, G*16), stride ldg floats = sum over parts p of A_p . B, one block.
+ * A_p: rows of n_chunks * 64 bytes, row stride lda bytes, part p at a + p * part
+ * bytes; B: (n_chunks * 16, G*16, 64/16 bytes) in pair (bf16) or quad (int8) order.
+ * bf16 (int8 = 0): fp32 sums.  int8: A holds q + 128 as u8 and B int8 (one part);
+ * the int32 sums, less 128 * wsum, are converted to floats, so the result is the
+ * exact integer sum of q * w.  rows: a multiple of FL_AMX_ROWS. */
+static FL_AMX_TARGET void fl_amx_gates(int G, long rows, int int8, const uint8_t *a, long lda,
+                                       long part, int parts, long n_chunks, const uint8_t *b,
+                                       const int32_t *wsum, float *gates, long ldg)
 {
-    const long width = (long)G * FL_U, ldb = width * 4, ldg_bytes = ldg * 4;
+    const long width = (long)G * FL_U, ldb = width * 4, chunk = 16 * ldb, ldg_bytes = ldg * 4;
     for (long r0 = 0; r0 < rows; r0 += FL_AMX_ROWS) {
-        int g = 0;
-        for (; g + 1 < G; g += 2) {
+        for (int g = 0; g < G; g += 2) {
+            const int pair = g + 1 < G;
+            const uint8_t *bg = b + g * 64;
             _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
-            for (long k4 = 0; k4 < K4p; k4 += 16) {
-                const int8_t *bk = b + (k4 * width + g * FL_U) * 4;
-                const uint8_t *ak = a + r0 * lda + 4 * k4;
-                _tile_loadd(6, bk, ldb);
-                _tile_loadd(7, bk + 4 * FL_U, ldb);
-                _tile_loadd(4, ak, lda);
-                _tile_loadd(5, ak + 16 * lda, lda);
-                _tile_dpbusd(0, 4, 6);
-                _tile_dpbusd(1, 4, 7);
-                _tile_dpbusd(2, 5, 6);
-                _tile_dpbusd(3, 5, 7);
-            }
-            float *o = gates + r0 * ldg + g * FL_U;
-            _tile_stored(0, o, ldg_bytes);
-            _tile_stored(1, o + FL_U, ldg_bytes);
-            _tile_stored(2, o + 16 * ldg, ldg_bytes);
-            _tile_stored(3, o + 16 * ldg + FL_U, ldg_bytes);
-        }
-        if (g < G) {
-            _tile_zero(0); _tile_zero(2);
-            for (long k4 = 0; k4 < K4p; k4 += 16) {
-                const uint8_t *ak = a + r0 * lda + 4 * k4;
-                _tile_loadd(6, b + (k4 * width + g * FL_U) * 4, ldb);
-                _tile_loadd(4, ak, lda);
-                _tile_loadd(5, ak + 16 * lda, lda);
-                _tile_dpbusd(0, 4, 6);
-                _tile_dpbusd(2, 5, 6);
+            for (long k = 0; k < n_chunks; k++) {
+                _tile_loadd(6, bg + k * chunk, ldb);
+                if (pair) _tile_loadd(7, bg + k * chunk + 64, ldb);
+                for (int p = 0; p < parts; p++) {
+                    const uint8_t *ak = a + p * part + r0 * lda + k * 64;
+                    _tile_loadd(4, ak, lda);
+                    _tile_loadd(5, ak + 16 * lda, lda);
+                    FL_AMX_DP(int8, 0, 4, 6);
+                    FL_AMX_DP(int8, 2, 5, 6);
+                    if (pair) {
+                        FL_AMX_DP(int8, 1, 4, 7);
+                        FL_AMX_DP(int8, 3, 5, 7);
+                    }
+                }
             }
             float *o = gates + r0 * ldg + g * FL_U;
             _tile_stored(0, o, ldg_bytes);
             _tile_stored(2, o + 16 * ldg, ldg_bytes);
+            if (pair) {
+                _tile_stored(1, o + FL_U, ldg_bytes);
+                _tile_stored(3, o + 16 * ldg + FL_U, ldg_bytes);
+            }
         }
-        /* the int32 sums, less the +128 offset, as floats */
+        if (!int8) continue;
         for (long r = r0; r < r0 + FL_AMX_ROWS; r++)
             for (long c = 0; c < width; c += FL_U) {
                 float *row = gates + r * ldg + c;
-                v16i sums;
+                v16i sums, offset;
                 memcpy(&sums, row, sizeof sums);
-                v16i offset;
                 memcpy(&offset, wsum + c, sizeof offset);
                 v_store(row, __builtin_convertvector(sums - (offset << 7), v16));
             }

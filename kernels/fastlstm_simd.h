@@ -715,11 +715,12 @@ static void fl_block_amx(int mode, long n_rows, const fl_block_args *args, float
     const long rows = (n_rows + FL_AMX_ROWS - 1) / FL_AMX_ROWS * FL_AMX_ROWS;
     fl_prefetch_x(mode, n_rows, args);
     if (args->wq)
-        fl_amx_int8_gates(G, rows, args->hu8, args->ldu, args->ldu / 4, args->wq, args->wsum,
-                          scratch, ldg);
+        fl_amx_gates(G, rows, 1, args->hu8, args->ldu, 0, 1, args->ldu / 64,
+                     (const uint8_t *)args->wq, args->wsum, scratch, ldg);
     else
-        fl_amx_bf16_gates(G, rows, args->a16, args->lda16, args->a16_part, args->a16_parts,
-                          args->K2p, args->wp, scratch, ldg);
+        fl_amx_gates(G, rows, 0, (const uint8_t *)args->a16, args->lda16 * 2, args->a16_part * 2,
+                     args->a16_parts, args->K2p / 16, (const uint8_t *)args->wp, NULL, scratch,
+                     ldg);
     fl_pointwise_from(mode, n_rows, args, scratch);
 }
 
@@ -737,8 +738,9 @@ static void fl_project_amx(int G, const uint16_t *w_pairs, long K2p, const float
         const long n = row1 - p0 < FL_AMX_ROWS ? row1 - p0 : FL_AMX_ROWS;
         fl_bf16_split_rows(x + p0 * ldx, ldx, K, n, a16, part, FL_AMX_PARTS, lda);
         for (long blk = 0; blk < n_blocks; blk++) {
-            fl_amx_bf16_gates(G, FL_AMX_ROWS, a16, lda, part, FL_AMX_PARTS, K2p,
-                              w_pairs + blk * K2p * width * 2, stage, width);
+            fl_amx_gates(G, FL_AMX_ROWS, 0, (const uint8_t *)a16, lda * 2, part * 2,
+                         FL_AMX_PARTS, K2p / 16, (const uint8_t *)(w_pairs + blk * K2p * width * 2),
+                         NULL, stage, width);
             for (long r = 0; r < n; r++)
                 for (long c = 0; c < width; c += FL_U) {
                     v16 v = v_load(stage + r * width + c);
