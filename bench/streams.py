@@ -50,27 +50,27 @@ def paired_overhead(kernel, candidate, samples):
 
 
 def _cython_kernel_only(layer, x_rows):
-    """The Cython kernels of one LSTM step on prepared buffers (what a step costs at least)."""
+    """The Cython kernels of one LSTM step on prepared buffers (what a step costs at least):
+    a SequencePlan bound once, its team projecting x, as cython_glue.run_layers runs it."""
     from fastlstm import cython_glue as glue
 
-    kernels = glue._kernels
     packed = layer._layers[0]
-    direction = packed.directions[0]
     n_blk = glue._n_blocks(layer.hidden_size)
     xproj = np.zeros((1, 1, n_blk * 4 * glue.UNITS), np.float32)
-    xproj_rows = xproj.reshape(1, -1)
     h_state = np.zeros((2, 1, n_blk * glue.UNITS), np.float32)
     c_state = np.zeros((1, n_blk * glue.UNITS), np.float32)
     n_active = np.ones(1, np.int64)
     out = np.zeros((1, 1, layer.hidden_size), np.float32)
-    scratch = glue.KernelScratch(1, layer.hidden_size, layer.hidden_size, 1, False)
-    head, tail = glue.sequence_arguments(  # as cython_glue.run_layers passes them
-        glue.kernel_mode("LSTM", packed.variant), xproj, 0, direction, False, h_state, c_state,
-        glue._DUMMY_MATRIX, n_active, False, 0, layer.hidden_size, 1, packed.variant, scratch)
+    threads = fastlstm.get_num_threads()
+    scratch = glue.KernelScratch(1, layer.hidden_size, layer.hidden_size, threads, False)
+    project_scratch = glue.ProjectScratch(layer.input_size, 4, threads) if glue._AMX_CPU else None
+    plan = glue.sequence_plan(
+        glue.kernel_mode("LSTM", packed.variant), xproj, 0, packed.directions[0], False, h_state,
+        c_state, glue._DUMMY_MATRIX, n_active, False, 0, layer.hidden_size, layer.hidden_size, 1,
+        packed.variant, scratch, (packed, 0, project_scratch))
 
     def kernel():  # one step of one row
-        kernels.project(4, packed.w_ih, packed.bias, x_rows, xproj_rows, 1, packed.scale_ih)
-        kernels.run_sequence(*head, out, *tail)
+        plan.run(x_rows, out)
         return out
 
     return kernel

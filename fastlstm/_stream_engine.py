@@ -113,7 +113,6 @@ class _CythonEngine(_Engine):
         rows (T*B, I) float32 C-contiguous IN; out (T, B, H_out) float32 C-contiguous OUT.
         """
         glue = self._glue
-        project, run_sequence = glue._kernels.project, glue._kernels.run_sequence
         batch, n_blk, hidden_out = state.batch, self._n_blk, self.hidden_out
         gates, mode, has_proj = self._gates, self._kernel_mode, bool(self.proj_size)
         columns = n_blk * self._width
@@ -124,49 +123,46 @@ class _CythonEngine(_Engine):
         h_full = padded() if has_proj else glue._DUMMY_MATRIX
         outs, out_rows = _layer_outputs(n_steps, batch, hidden_out, self.num_layers)
         step_flops = 2 * batch * hidden_out * columns
+        input_size = max(self.layers[0].w_ih.shape[1], hidden_out)
 
         def bind(num_threads):
-            """For this set_num_threads setting: the projection's thread count, the inner
-            layers' calls with run_sequence's arguments complete, and the last layer's call
-            with its arguments before and after ``out`` (the caller's, known per call)."""
+            """For this set_num_threads setting, per layer: (separate projection's thread
+            count or 0 when the plan's team projects, SequencePlan, h pair halves, the
+            layer's output buffer and the next layer's input rows), as run_layers binds them."""
             scratch = glue.KernelScratch(batch, self.hidden_size, hidden_out, num_threads,
                                          self.reset_before)
-            threads = glue._threads_for(step_flops, n_blk)  # cython_glue.run_layers' rule
-            variant, calls = self.variant, []
+            project_scratch = (glue.ProjectScratch(input_size, gates, num_threads)
+                               if glue._AMX_CPU else None)
+            threads = glue._threads_for(step_flops, n_blk)  # cython_glue.run_layers' rules
+            project_threads = glue._threads_for(step_flops * n_steps, n_steps * batch)
+            fused = project_threads <= threads
+            calls = []
             for index, layer in enumerate(self.layers):
-                direction, pair = layer.directions[0], state.pairs[index]
-                head, tail = glue.sequence_arguments(
-                    mode, xproj, 0, direction, has_proj, pair, state.cells[index], h_full,
-                    n_active, False, 0, hidden_out, threads, variant, scratch)
-                calls.append((layer.w_ih, layer.bias, layer.scale_ih, head, tail, pair[0], pair[1],
+                pair = state.pairs[index]
+                plan = glue.sequence_plan(
+                    mode, xproj, 0, layer.directions[0], has_proj, pair, state.cells[index],
+                    h_full, n_active, False, 0, self.hidden_size, hidden_out, threads,
+                    self.variant, scratch,
+                    (layer, 0, project_scratch) if fused else None)
+                calls.append((layer, 0 if fused else project_threads, plan, pair[0], pair[1],
                               outs[index], out_rows[index]))
-            inner = [(w_ih, bias, scale, head + (dest,) + tail, h_now, h_odd, next_rows)
-                     for w_ih, bias, scale, head, tail, h_now, h_odd, dest, next_rows in calls[:-1]]
-            return (glue._threads_for(step_flops * n_steps, n_steps * batch), inner,
-                    calls[-1][:7])
+            return calls, project_scratch
 
-        # Argument tuples are built once, not per call: measured on lat_med (one step,
-        # cold caches after the kernels, paired runs) that takes the runner from +1.5 us
-        # over the bare kernel calls to +0.3..0.7 us.
-        bound_threads = project_threads = inner = last = last_out = last_args = None
+        bound_threads = calls = project_scratch = None
 
         def run(rows, out):
-            nonlocal bound_threads, project_threads, inner, last, last_out, last_args
+            nonlocal bound_threads, calls, project_scratch
             num_threads = get_num_threads()
             if num_threads != bound_threads:
-                project_threads, inner, last = bind(num_threads)
-                bound_threads, last_out = num_threads, None
-            for w_ih, bias, scale_ih, args, h_now, h_odd, next_rows in inner:
-                project(gates, w_ih, bias, rows, xproj_rows, project_threads, scale_ih)
-                if run_sequence(*args):
+                calls, project_scratch = bind(num_threads)
+                bound_threads = num_threads
+            for layer, project_threads, plan, h_now, h_odd, layer_out, next_rows in calls:
+                if project_threads:
+                    glue.project(gates, layer, rows, xproj_rows, project_threads, project_scratch)
+                    rows = None
+                if plan.run(rows, out if layer_out is None else layer_out):
                     h_now[...] = h_odd  # an odd chunk leaves h in the pair's second half
                 rows = next_rows
-            w_ih, bias, scale_ih, head, tail, h_now, h_odd = last
-            if out is not last_out:
-                last_out, last_args = out, head + (out,) + tail
-            project(gates, w_ih, bias, rows, xproj_rows, project_threads, scale_ih)
-            if run_sequence(*last_args):
-                h_now[...] = h_odd
 
         return run
 

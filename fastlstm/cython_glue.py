@@ -231,18 +231,38 @@ class KernelScratch:
                             if _AMX_CPU else None)
 
 
-def sequence_arguments(mode, xproj, xcol, direction, has_proj, h_state, c_state, h_full,
-                       n_active, reverse, out_col, hidden_out, threads, variant, scratch):
-    """``run_sequence``'s arguments before and after ``out``, as (head, tail): the one
-    place that knows their order, for ``run_layers`` and the stream engine."""
-    head = (mode, xproj, xcol, direction.w_hh, has_proj, direction.w_hr, direction.b_hn,
-            h_state, c_state, h_full, n_active, reverse)
-    tail = (out_col, hidden_out, threads, direction.peep, variant.coupled_input_forget,
-            variant.clip, direction.w_hn, scratch.rh, scratch.z, scratch.scratch,
-            direction.scale_hh, direction.scale_hr, direction.scale_hn, scratch.q_scratch,
-            direction.wq if _USE_VNNI else None, direction.wsum, scratch.u8_scratch,
-            _USE_AMX, direction.wp, scratch.a16_scratch)
-    return head, tail
+def sequence_plan(mode, xproj, xcol, direction, has_proj, h_state, c_state, h_full, n_active,
+                  reverse, out_col, hidden_size, hidden_out, threads, variant, scratch,
+                  projection=None):
+    """A kernel ``SequencePlan`` for one direction, bound once: ``plan.run(x, out)``
+    (and ``plan.run(x, out, h0, c0, h_n, c_n, state)`` to set and read the state).
+
+    projection: None (the caller fills xproj and runs with x None), or (layer, d,
+    ProjectScratch or None): the plan's team also projects x with direction d's input
+    weights of ``layer`` (a CythonLayer), each thread the blocks it runs.
+    """
+    plan = _kernels.SequencePlan()
+    _kernels.bind_sequence(
+        plan, mode, xproj, xcol, direction.w_hh, has_proj, direction.w_hr, direction.b_hn,
+        h_state, c_state, h_full, n_active, reverse, out_col, hidden_out, threads,
+        direction.peep, variant.coupled_input_forget, variant.clip, direction.w_hn, scratch.rh,
+        scratch.z, scratch.scratch, direction.scale_hh, direction.scale_hr, direction.scale_hn,
+        scratch.q_scratch, direction.wq if _USE_VNNI else None, direction.wsum,
+        scratch.u8_scratch, _USE_AMX, direction.wp, scratch.a16_scratch,
+        hidden_size if mode == _kernels.LSTM else 0)
+    if projection is not None:
+        layer, d, project_scratch = projection
+        n_blk = direction.w_hh.shape[0]
+        blocks = slice(d * n_blk, (d + 1) * n_blk)
+        width = layer.w_ih.shape[2]
+        columns = slice(d * n_blk * width, (d + 1) * n_blk * width)
+        amx = _USE_AMX and layer.w_ih_pairs is not None and project_scratch is not None
+        _kernels.bind_projection(
+            plan, layer.w_ih[blocks], layer.bias[columns],
+            None if layer.scale_ih is None else layer.scale_ih[columns],
+            layer.w_ih_pairs[blocks] if amx else None,
+            project_scratch.a16 if amx else None, project_scratch.stage if amx else None)
+    return plan
 
 
 class ProjectScratch:
@@ -277,7 +297,8 @@ class _Workspace:
         self.h_state = aligned_zeros((2, batch, _n_blocks(hidden_out) * UNITS), np.float32)
         self.c_state = aligned_zeros((batch, padded), np.float32) if has_c else _DUMMY_MATRIX
         self.h_full = aligned_zeros((batch, padded), np.float32) if proj_size else _DUMMY_MATRIX
-        self.all_active = np.full(n_steps, batch, np.int64)
+        self.n_active = np.full(n_steps, batch, np.int64)  # rows running at each step
+        self.ragged = False  # n_active holds a call's lengths, not batch everywhere
         self.threads = get_num_threads()
         self.kernel = KernelScratch(batch, hidden_size, hidden_out, self.threads, reset_before)
         step_flops = 2 * batch * hidden_out * n_blk * gates * UNITS
@@ -285,10 +306,38 @@ class _Workspace:
         self.project_threads = _threads_for(step_flops * n_steps, n_steps * batch)
         self.project = (ProjectScratch(max(input_size, n_dirs * hidden_out), gates, self.threads)
                         if _AMX_CPU else None)
+        # The steps' thread team also runs the projection, each thread its own blocks,
+        # unless the projection alone would use more threads (long inputs to a small
+        # layer).  Measured on step1 (LSTM 256/256, one step), 2 threads: the fused
+        # projection keeps each core's half of W_ih in its L2 across calls.
+        self.fused = self.project_threads <= self.step_threads
+        self.plans = {}  # id(packed layers) -> (packed layers, their SequencePlans)
+
+    def plans_for(self, mode, layers, hidden_size, proj_size):
+        """Per layer, per direction: a SequencePlan bound to this workspace, built once."""
+        entry = self.plans.get(id(layers))
+        if entry is not None and entry[0] is layers:
+            return entry[1]
+        variant = layers[0].variant
+        hidden_out = proj_size or hidden_size
+        column = _n_blocks(hidden_size) * GATES[mode] * UNITS  # one direction's xproj columns
+        plans = [[sequence_plan(kernel_mode(mode, variant), self.xproj3, d * column, direction,
+                                bool(proj_size), self.h_state, self.c_state, self.h_full,
+                                self.n_active, d == 1, d * hidden_out, hidden_size, hidden_out,
+                                self.step_threads, variant, self.kernel,
+                                (layer, d, self.project) if self.fused else None)
+                  for d, direction in enumerate(layer.directions)]
+                 for layer in layers]
+        # plans hold their weights: keep those of few layer stacks per call shape
+        if len(self.plans) >= _CACHED_STACKS:
+            self.plans.pop(next(iter(self.plans)))
+        self.plans[id(layers)] = (layers, plans)
+        return plans
 
 
 _local = threading.local()
 _CACHED_SHAPES = 8
+_CACHED_STACKS = 2
 
 
 def _workspace(key, *shape):
@@ -319,39 +368,32 @@ def run_layers(mode, layers, hidden_size, proj_size, x, h0, c0, lengths):
         c0 = np.ascontiguousarray(c0[:, order]) if c0 is not None else None
         lengths = lengths[order]
     gates = GATES[mode]
-    variant = layers[0].variant
-    reset_before = mode == "GRU" and not variant.linear_before_reset
+    reset_before = mode == "GRU" and not layers[0].variant.linear_before_reset
     n_dirs = len(layers[0].directions)
     hidden_out = proj_size or hidden_size
-    column = _n_blocks(hidden_size) * gates * UNITS  # one direction's xproj columns
     ws = _workspace((mode, reset_before, n_steps, batch, x.shape[2], hidden_size, proj_size, n_dirs),
                     n_steps, batch, x.shape[2], hidden_size, proj_size, n_dirs, gates,
                     c0 is not None, reset_before)
-    if lengths is None or lengths[-1] == n_steps:
-        n_active = ws.all_active
-    else:  # lengths sorted descending: rows with length > t are a prefix
-        n_active = np.searchsorted(-lengths, -np.arange(n_steps), side="left").astype(np.int64)
-    h_state, c_state = ws.h_state, ws.c_state
-    h_n = np.empty_like(h0)
-    c_n = np.empty_like(c0) if c0 is not None else None
+    plans = ws.plans_for(mode, layers, hidden_size, proj_size)
+    if lengths is not None and lengths[-1] != n_steps:
+        # lengths sorted descending: rows with length > t are a prefix
+        ws.n_active[:] = np.searchsorted(-lengths, -np.arange(n_steps), side="left")
+        ws.ragged = True
+    elif ws.ragged:
+        ws.n_active.fill(batch)
+        ws.ragged = False
+    n_states = len(layers) * n_dirs
+    h_n = np.empty((n_states, batch, hidden_out), np.float32)
+    c_n = np.empty((n_states, batch, hidden_size), np.float32) if mode == "LSTM" else None
     layer_input = x
     for index, layer in enumerate(layers):
-        project(gates, layer, layer_input.reshape(n_steps * batch, -1), ws.xproj,
-                ws.project_threads, ws.project)
+        rows = layer_input.reshape(n_steps * batch, -1)
+        if not ws.fused:
+            project(gates, layer, rows, ws.xproj, ws.project_threads, ws.project)
+            rows = None
         out = np.empty((n_steps, batch, n_dirs * hidden_out), np.float32)
-        for d, direction in enumerate(layer.directions):
-            state = index * n_dirs + d
-            h_state[0, :, :hidden_out] = h0[state]
-            if c0 is not None:
-                c_state[:, :hidden_size] = c0[state]
-            head, tail = sequence_arguments(
-                kernel_mode(mode, variant), ws.xproj3, d * column, direction, bool(proj_size),
-                h_state, c_state, ws.h_full, n_active, d == 1, d * hidden_out, hidden_out,
-                ws.step_threads, variant, ws.kernel)
-            final = _kernels.run_sequence(*head, out, *tail)
-            h_n[state] = h_state[final, :, :hidden_out]
-            if c0 is not None:
-                c_n[state] = c_state[:, :hidden_size]
+        for d, plan in enumerate(plans[index]):
+            plan.run(rows, out, h0, c0, h_n, c_n, index * n_dirs + d)
         layer_input = out
     if order is not None:
         inverse = np.argsort(order)

@@ -150,7 +150,7 @@ ctypedef struct SeqArgs:
     bint has_proj
     long n_steps
     long batch
-    const float *xproj      # (T, B, ldx)
+    float *xproj            # (T, B, ldx), written by the fused projection
     long ldx
     long xcol
     int wt                  # weight type: 0 float32, 1 bfloat16, 2 int8
@@ -199,6 +199,23 @@ ctypedef struct SeqArgs:
     long K2p
     uint16_t *a16_scratch   # bf16: (threads, FL_AMX_PARTS * B_pad * 2*K2p) h split in parts
     long a16_stride
+    # The input projection, when the team runs it before the steps (p_rows > 0): each
+    # thread projects the blocks whose steps it runs, so no barrier sits between the
+    # two, and across calls a thread reads the same slices of W_ih and W_hh (its L2).
+    long p_rows             # T*B rows of x, or 0: xproj is filled by the caller
+    const float *p_x        # (p_rows, p_ldx) IN
+    long p_ldx
+    long p_K
+    const void *p_w         # (n_blk, p_K, xwidth) this direction's input weights
+    const float *p_scale    # (n_blk * xwidth,) int8 column scales, or NULL
+    const float *p_bias     # (n_blk * xwidth,)
+    const uint16_t *p_pairs # (n_blk, p_K2p, xwidth, 2) bf16 pair order for AMX, or NULL
+    long p_K2p
+    uint16_t *p_a16         # (threads, p_a16_stride) x split in bf16 parts
+    long p_a16_stride
+    float *p_stage          # (threads, p_stage_stride) AMX products of one panel
+    long p_stage_stride
+    int first_step_parity   # blocks run backwards at steps of this parity (see the loop)
 
 
 cdef inline void _share(long n, int parts, int part, long *lo, long *hi) noexcept nogil:
@@ -214,10 +231,37 @@ cdef inline const void *_weights(int wt, const void *base, long elements) noexce
     return <const signed char *>base + elements
 
 
+cdef inline bint _project_on_tiles(const SeqArgs *s) noexcept nogil:
+    return s.p_rows > 0 and s.p_pairs != NULL and s.p_rows >= FL_AMX_MIN_ROWS
+
+
+cdef inline long _block_at(long j, long b0, long b1, bint backwards) noexcept nogil:
+    """The j-th block of [b0, b1), counted from b1 - 1 when ``backwards``."""
+    return b1 - 1 - j if backwards else b0 + j
+
+
+cdef void _project_own_blocks(const SeqArgs *s, long b0, long b1, int tid) noexcept nogil:
+    """xproj columns of blocks [b0, b1) for all p_rows rows (the team's fused projection)."""
+    cdef long width = s.xwidth
+    cdef int G = width // FL_U
+    cdef float *out = s.xproj + s.xcol + b0 * width
+    cdef const float *wscale = s.p_scale + b0 * width if s.p_scale != NULL else NULL
+    if b1 <= b0:
+        return
+    if _project_on_tiles(s):  # the caller has configured the tiles
+        fl_project_amx(G, s.p_pairs + b0 * s.p_K2p * width * 2, s.p_K2p, wscale, b1 - b0, s.p_K,
+                       s.p_bias + b0 * width, s.p_x, s.p_ldx, out, s.ldx, 0, s.p_rows,
+                       s.p_a16 + tid * s.p_a16_stride, s.p_stage + tid * s.p_stage_stride)
+    else:
+        fl_project_rows(G, s.wt, _weights(s.wt, s.p_w, b0 * s.p_K * width), wscale, b1 - b0,
+                        s.p_K, s.p_bias + b0 * width, s.p_x, s.p_ldx, out, s.ldx, 0, s.p_rows)
+
+
 cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier) noexcept nogil:
     cdef int n_threads = fl_num_threads()
     cdef int tid = fl_thread_id()
-    cdef long b0, b1, p0, p1, u0, u1, step, t, n_act, blk, i
+    cdef long b0, b1, p0, p1, u0, u1, step, t, n_act, blk, i, j
+    cdef bint backwards
     cdef float *h_cur
     cdef float *h_nxt
     cdef float *y
@@ -238,10 +282,6 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier) noexcept
             hscale = hq + s.batch * s.ldq
             if s.wq != NULL:
                 hu8 = s.u8_scratch + tid * rows_pad * s.ldu
-    if amx:
-        fl_amx_begin()
-        if s.wp != NULL:
-            a16 = s.a16_scratch + tid * s.a16_stride
     _share(s.n_blk, n_threads, tid, &b0, &b1)
     _share(s.n_pblk, n_threads, tid, &p0, &p1)
     # the state units this thread owns: its blocks, or its projection blocks
@@ -255,6 +295,16 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier) noexcept
         u1 = s.hidden_out
     if u0 > u1:
         u0 = u1
+    if amx or _project_on_tiles(s):
+        fl_amx_begin()
+    if amx and s.wp != NULL:
+        a16 = s.a16_scratch + tid * s.a16_stride
+    # One step (and no tiles, which would split x again per block): each block is
+    # projected just before its step, so the step reads W_ih and W_hh block by block
+    # (and backwards on alternate calls, below).
+    cdef bint project_per_block = s.p_rows and s.n_steps == 1 and not _project_on_tiles(s)
+    if s.p_rows and not project_per_block:
+        _project_own_blocks(s, b0, b1, tid)
     memset(&a, 0, sizeof(a))
     a.wt = s.wt
     a.coupled = s.coupled
@@ -268,6 +318,10 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier) noexcept
     for step in range(s.n_steps):
         t = s.n_steps - 1 - step if s.reverse else step
         n_act = s.n_active[t]
+        # Blocks run backwards on alternate steps (and calls): weights a little larger
+        # than the L2 are then partly still there from the step before, where the same
+        # order every step evicts each line just before it is read again.
+        backwards = (step + s.first_step_parity) & 1
         h_cur = s.h_state + (step % 2) * s.batch * s.ld_state
         h_nxt = s.h_state + ((step + 1) % 2) * s.batch * s.ld_state
         amx_step = amx and n_act >= FL_AMX_MIN_ROWS
@@ -281,7 +335,10 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier) noexcept
         a.hscale = hscale
         a.hu8 = hu8
         a.ldu = s.ldu
-        for blk in range(b0, b1):
+        for j in range(b1 - b0):
+            blk = _block_at(j, b0, b1, backwards)
+            if project_per_block:
+                _project_own_blocks(s, blk, blk + 1, tid)
             a.w = _weights(s.wt, s.w_hh, blk * s.K * s.width)
             a.wscale = s.scale_hh + blk * s.width if s.scale_hh != NULL else NULL
             a.K = s.K
@@ -317,7 +374,8 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier) noexcept
         a.wq = NULL
         if s.mode == FL_GRU_RZ:
             fl_barrier_wait(barrier, n_threads)  # every unit's r * h before the new-gate product
-            for blk in range(b0, b1):
+            for j in range(b1 - b0):
+                blk = _block_at(j, b0, b1, backwards)
                 a.w = _weights(s.wt, s.w_hn, blk * s.K * FL_U)
                 a.wscale = s.scale_hn + blk * FL_U if s.scale_hn != NULL else NULL
                 a.h = s.rh
@@ -333,7 +391,8 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier) noexcept
                 fl_block(FL_GRU_N, n_act, &a, scratch)
         if s.has_proj:
             fl_barrier_wait(barrier, n_threads)  # h_full complete before any thread projects it
-            for blk in range(p0, p1):
+            for j in range(p1 - p0):
+                blk = _block_at(j, p0, p1, backwards)
                 a.w = _weights(s.wt, s.w_hr, blk * s.hidden * FL_U)
                 a.wscale = s.scale_hr + blk * FL_U if s.scale_hr != NULL else NULL
                 a.K = s.hidden
@@ -352,25 +411,112 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier) noexcept
                            (u1 - u0) * sizeof(float))
                     memset(y, 0, (u1 - u0) * sizeof(float))
         fl_barrier_wait(barrier, n_threads)  # h_nxt complete before the next step reads it
-    if amx:
+    if amx or _project_on_tiles(s):
         fl_amx_end()
     fl_ftz_exit(csr)
 
 
-def run_sequence(int mode, const float[:, :, ::1] xproj, long xcol,
+cdef _check_state(const float[:, :, ::1] array, str name, long state, long batch, long units):
+    if array is not None and (state < 0 or state >= array.shape[0] or array.shape[1] != batch
+                              or array.shape[2] != units):
+        raise ValueError(f"{name}: expected (> {state}, {batch}, {units}) float32 for state "
+                         f"{state}, got {tuple(array.shape)[:3]}")
+
+
+cdef class SequencePlan:
+    """One direction of one layer bound to its buffers (``bind_sequence``) and, when the
+    team also runs the input projection, to that (``bind_projection``).
+
+    run(x, out) -> int: project x (T*B, I) float32 into xproj (x None when the caller
+    filled xproj), run every step writing out (T, B, Y) float32, and return the index of
+    h_state that holds the final state.  Binding once and checking only x and out per
+    call keeps a one-step call cheap: run_sequence's 30 arguments cost 2 us to parse.
+    """
+    cdef SeqArgs s
+    cdef int n_threads
+    cdef list refs             # the bound arrays, kept alive while the plan points into them
+    cdef long cell_units       # LSTM: the cell state's units (H), else 0
+    cdef list projection_refs
+
+    def run(self, const float[:, ::1] x, float[:, :, ::1] out, const float[:, :, ::1] h0=None,
+            const float[:, :, ::1] c0=None, float[:, :, ::1] h_n=None,
+            float[:, :, ::1] c_n=None, long state=0):
+        """x (T*B, I) or None, out (T, B, Y) as above.  With h_n (S, B, H_out) (and c_n
+        (S, B, H) for LSTM) the bound state is set from h0[state] and c0[state] (zeros
+        when None) before the steps and copied to h_n[state], c_n[state] after them;
+        without, the bound state carries over from the last call (streams)."""
+        cdef SeqArgs s = self.s
+        cdef fl_barrier_state barrier
+        cdef long i, final
+        cdef bint has_c = self.cell_units > 0
+        if not self.refs:
+            raise ValueError("run: the plan is not bound (call bind_sequence first)")
+        if out.shape[0] != s.n_steps or out.shape[1] != s.batch \
+                or out.shape[2] < s.out_col + s.hidden_out:
+            raise ValueError(f"out: expected ({s.n_steps}, {s.batch}, >= "
+                             f"{s.out_col + s.hidden_out}) float32, got {tuple(out.shape)[:3]}")
+        if (x is None) != (self.projection_refs is None):
+            raise ValueError("x: expected the input rows exactly when a projection is bound")
+        if x is not None:
+            if x.shape[0] != s.n_steps * s.batch or x.shape[1] != s.p_K:
+                raise ValueError(f"x: expected ({s.n_steps * s.batch}, {s.p_K}) float32, "
+                                 f"got {tuple(x.shape)[:2]}")
+            s.p_x = &x[0, 0]
+            s.p_ldx = x.shape[1]
+            s.p_rows = x.shape[0]
+        if h_n is not None:
+            _check_state(h_n, "h_n", state, s.batch, s.hidden_out)
+            _check_state(h0, "h0", state, s.batch, s.hidden_out)
+            if has_c:
+                if c_n is None:
+                    raise ValueError("c_n: the LSTM's final cell state needs a buffer")
+                _check_state(c_n, "c_n", state, s.batch, self.cell_units)
+                _check_state(c0, "c0", state, s.batch, self.cell_units)
+            for i in range(s.batch):
+                if h0 is None:
+                    memset(s.h_state + i * s.ld_state, 0, s.hidden_out * sizeof(float))
+                else:
+                    memcpy(s.h_state + i * s.ld_state, &h0[state, i, 0], s.hidden_out * sizeof(float))
+                if has_c and c0 is None:
+                    memset(s.c_state + i * s.ldc, 0, self.cell_units * sizeof(float))
+                elif has_c:
+                    memcpy(s.c_state + i * s.ldc, &c0[state, i, 0], self.cell_units * sizeof(float))
+        s.out = &out[0, 0, 0]
+        s.ldy = out.shape[2]
+        barrier.count = 0
+        barrier.generation = 0
+        if self.n_threads <= 1:
+            with nogil:
+                _sequence_thread(&s, &barrier)
+        else:
+            with nogil, parallel(num_threads=self.n_threads):
+                _sequence_thread(&s, &barrier)
+        self.s.first_step_parity = (s.first_step_parity + s.n_steps) & 1
+        final = s.n_steps % 2
+        if h_n is not None:
+            for i in range(s.batch):
+                memcpy(&h_n[state, i, 0], s.h_state + (final * s.batch + i) * s.ld_state,
+                       s.hidden_out * sizeof(float))
+                if has_c:
+                    memcpy(&c_n[state, i, 0], s.c_state + i * s.ldc, self.cell_units * sizeof(float))
+        return final
+
+
+def bind_sequence(SequencePlan plan, int mode, float[:, :, ::1] xproj, long xcol,
                  const weight_t[:, :, ::1] w_hh, bint has_proj, const weight_t[:, :, ::1] w_hr,
                  const float[::1] b_hn, float[:, :, ::1] h_state, float[:, ::1] c_state,
                  float[:, ::1] h_full, const long[::1] n_active, bint reverse,
-                 float[:, :, ::1] out, long out_col, long hidden_out, int n_threads,
+                 long out_col, long hidden_out, int n_threads,
                  const float[:, :, ::1] peep, bint coupled, clip,
                  const weight_t[:, :, ::1] w_hn, float[:, ::1] rh, float[:, ::1] z,
                  float[:, ::1] scratch, const float[::1] scale_hh, const float[::1] scale_hr,
                  const float[::1] scale_hn, float[:, ::1] q_scratch=None,
                  const int8_t[:, :, :, ::1] wq=None, const int32_t[:, ::1] wsum=None,
                  uint8_t[:, ::1] u8_scratch=None, bint amx=False,
-                 const uint16_t[:, :, :, ::1] wp=None, uint16_t[:, ::1] a16_scratch=None):
-    """Run one direction of one layer over all steps; returns the index of
-    ``h_state`` that holds the final state.
+                 const uint16_t[:, :, :, ::1] wp=None, uint16_t[:, ::1] a16_scratch=None,
+                 long cell_units=0):
+    """Bind ``plan`` to one direction of one layer: its weights, state and scratch.
+    Every check of the arguments happens here, once; ``plan.run`` checks only x and out.
 
     xproj    (T, B, X) float32 IN     input projection, blocked layout; this
                                       direction's columns start at ``xcol``
@@ -394,22 +540,21 @@ def run_sequence(int mode, const float[:, :, ::1] xproj, long xcol,
     h_full   (B, n_blk*16)            scratch for the unprojected h
     n_active (T,) int64 IN            rows active at step t (rows sorted by length,
                                       longest first)
-    out      (T, B, Y) float32 OUT    columns out_col:out_col+hidden_out
+    out_col, hidden_out               ``run``'s out gets columns out_col:out_col+hidden_out
     peep     (n_blk, 3, 16) IN        LSTM peepholes i, f, o, blocked (optional)
     coupled                           LSTM f = 1 - i
     clip                              pre-activations bounded to [-clip, clip] (optional)
     w_hn     (n_blk, H, 16) IN        original GRU (mode GRU_RESET_BEFORE): new-gate
                                       weights; w_hh then holds r, z only (G*16 = 32)
     rh, z    (B, n_blk*16)            original GRU scratch
+    cell_units                        LSTM: H, the units of c that ``run`` sets and reads
     scratch  (n_threads, B_pad*64)    per-thread partial sums for the K-chunked and AMX
                                       products at large batch (optional); B_pad is B
                                       rounded up to a multiple of 32
     All arrays non-empty, shapes consistent (checked by the caller).
     """
     cdef SeqArgs s
-    cdef fl_barrier_state barrier
-    barrier.count = 0
-    barrier.generation = 0
+    memset(&s, 0, sizeof(s))
     s.mode = mode
     s.reverse = reverse
     s.has_proj = has_proj
@@ -440,8 +585,6 @@ def run_sequence(int mode, const float[:, :, ::1] xproj, long xcol,
     s.h_full = &h_full[0, 0]
     s.ld_full = h_full.shape[1]
     s.n_active = &n_active[0]
-    s.out = &out[0, 0, 0]
-    s.ldy = out.shape[2]
     s.out_col = out_col
     s.hidden_out = hidden_out
     s.peep = &peep[0, 0, 0] if peep is not None else NULL
@@ -497,13 +640,66 @@ def run_sequence(int mode, const float[:, :, ::1] xproj, long xcol,
         s.a16_stride = a16_scratch.shape[1]
     if mode == FL_GRU_RZ and (w_hn is None or rh is None or z is None):
         raise ValueError("the original GRU needs w_hn, rh and z")
-    if n_threads <= 1:
-        with nogil:
-            _sequence_thread(&s, &barrier)
-    else:
-        with nogil, parallel(num_threads=n_threads):
-            _sequence_thread(&s, &barrier)
-    return s.n_steps % 2
+    if n_threads < 1 or (scratch is not None and scratch.shape[0] < n_threads):
+        raise ValueError("n_threads: expected 1 <= n_threads <= the scratch's threads")
+    if h_state.shape[0] != 2 or h_state.shape[1] != s.batch or s.ld_state < hidden_out \
+            or (mode == FL_LSTM and c_state.shape[0] != s.batch):
+        raise ValueError(f"h_state, c_state: expected (2, {s.batch}, >= {hidden_out}) and "
+                         f"({s.batch}, H), got {tuple(h_state.shape)[:3]}, {tuple(c_state.shape)[:2]}")
+    if cell_units < 0 or cell_units > s.ldc or (mode == FL_LSTM and cell_units == 0):
+        raise ValueError(f"cell_units: expected the LSTM's hidden size (<= {s.ldc}), got {cell_units}")
+    plan.s = s
+    plan.n_threads = n_threads
+    plan.cell_units = cell_units if mode == FL_LSTM else 0
+    plan.refs = [xproj, w_hh, w_hr, b_hn, h_state, c_state, h_full, n_active, peep, w_hn, rh, z,
+                 scratch, scale_hh, scale_hr, scale_hn, q_scratch, wq, wsum, u8_scratch, wp,
+                 a16_scratch]
+    plan.projection_refs = None
+
+
+def bind_projection(SequencePlan plan, const weight_t[:, :, ::1] w_blocks, const float[::1] bias,
+                    const float[::1] scale=None, const uint16_t[:, :, :, ::1] w_pairs=None,
+                    uint16_t[:, ::1] a16_scratch=None, float[:, ::1] stage=None):
+    """Have ``plan``'s team run the input projection before the steps (``plan.run(x, out)``).
+
+    w_blocks (n_blk, I, X) IN     this direction's input weights, blocked, X = the
+                                  direction's xproj columns per block; the plan's weight type
+    bias, scale (n_blk*X,) IN     bias, and int8 column scales
+    w_pairs, a16_scratch, stage   as for ``project``: AMX at >= 16 rows (optional)
+    """
+    cdef SeqArgs *s = &plan.s
+    cdef int wt = 0 if weight_t is float else (1 if weight_t is cython.ushort else 2)
+    if not plan.refs:
+        raise ValueError("bind_projection: bind the sequence first")
+    if wt != s.wt or w_blocks.shape[0] != s.n_blk or w_blocks.shape[2] != s.xwidth:
+        raise ValueError(f"w_blocks: expected ({s.n_blk}, I, {s.xwidth}) of the recurrent "
+                         f"weights' type, got {tuple(w_blocks.shape)[:3]}")
+    if bias.shape[0] != s.n_blk * s.xwidth or (scale is not None and scale.shape[0] != bias.shape[0]):
+        raise ValueError(f"bias, scale: expected ({s.n_blk * s.xwidth},)")
+    if wt == 2 and scale is None:
+        raise ValueError("int8 weights need their column scales")
+    if s.xcol + s.n_blk * s.xwidth > s.ldx:
+        raise ValueError("xproj: too narrow for this direction's projection")
+    s.p_w = &w_blocks[0, 0, 0]
+    s.p_K = w_blocks.shape[1]
+    s.p_bias = &bias[0]
+    s.p_scale = &scale[0] if scale is not None else NULL
+    s.p_pairs = NULL
+    if w_pairs is not None and fl_amx_usable():
+        s.p_K2p = w_pairs.shape[1]
+        if (w_pairs.shape[0] != s.n_blk or w_pairs.shape[2] != s.xwidth or s.p_K2p % 16
+                or 2 * s.p_K2p < s.p_K or 2 * s.p_K2p >= s.p_K + 32 or a16_scratch is None
+                or stage is None or a16_scratch.shape[0] < plan.n_threads
+                or stage.shape[0] < plan.n_threads
+                or a16_scratch.shape[1] < FL_AMX_PARTS * FL_AMX_ROWS * 2 * s.p_K2p
+                or stage.shape[1] < FL_AMX_ROWS * s.xwidth):
+            raise ValueError("bind_projection: w_pairs, a16_scratch or stage do not match w_blocks")
+        s.p_pairs = &w_pairs[0, 0, 0, 0]
+        s.p_a16 = &a16_scratch[0, 0]
+        s.p_a16_stride = a16_scratch.shape[1]
+        s.p_stage = &stage[0, 0]
+        s.p_stage_stride = stage.shape[1]
+    plan.projection_refs = [w_blocks, bias, scale, w_pairs, a16_scratch, stage]
 
 
 cdef void _project_thread(int G, int wt, const void *w, const float *wscale, long n_blocks, long K,

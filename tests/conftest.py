@@ -68,3 +68,11 @@ def _single_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def restore_threads():
+    """Put fastlstm's thread count back as it was after the test."""
+    saved = fastlstm.get_num_threads()
+    yield
+    fastlstm.set_num_threads(saved)

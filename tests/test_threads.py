@@ -48,13 +48,6 @@ def test_set_num_threads_rejects(value, error):
         fastlstm.set_num_threads(value)
 
 
-@pytest.fixture
-def restore_threads():
-    saved = fastlstm.get_num_threads()
-    yield
-    fastlstm.set_num_threads(saved)
-
-
 def test_set_and_get(restore_threads):
     fastlstm.set_num_threads(3)
     assert fastlstm.get_num_threads() == 3

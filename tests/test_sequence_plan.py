@@ -1,0 +1,150 @@
+"""The Cython kernels' SequencePlan: one direction bound once to its buffers, with the
+input projection run by the steps' own thread team.  Checked here: one-step calls
+(each block projected just before its step, blocks backwards on alternate calls)
+against PyTorch, results independent of the block order and of the thread split,
+and every argument error of the plan raised before the kernel runs."""
+
+import numpy as np
+import pytest
+import torch
+
+import fastlstm
+from fastlstm import cython_glue
+from helpers import TOLERANCE
+
+pytestmark = pytest.mark.skipif("cython" not in fastlstm.available_backends(),
+                                reason="the Cython backend is not built")
+
+
+@pytest.fixture
+def many_threads(monkeypatch, restore_threads):
+    """Threads even for tiny steps, so each thread runs (and reverses) its own blocks."""
+    monkeypatch.setattr(cython_glue, "_MIN_FLOPS_PER_THREAD_STEP", 1)
+    fastlstm.set_num_threads(2)
+
+
+def _torch_lstm(layer):
+    module = torch.nn.LSTM(layer.input_size, layer.hidden_size, num_layers=layer.num_layers,
+                           proj_size=layer.proj_size)
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in layer.state_dict().items()})
+    return module
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("hidden, proj_size", [(1, 0), (3, 0), (17, 0), (37, 0), (129, 0), (129, 37)])
+def test_one_step_calls_equal_torch_on_the_whole_sequence(hidden, proj_size, threads, rng,
+                                                          monkeypatch, restore_threads):
+    monkeypatch.setattr(cython_glue, "_MIN_FLOPS_PER_THREAD_STEP", 1)
+    fastlstm.set_num_threads(threads)
+    layer = fastlstm.LSTM(5, hidden, num_layers=2, proj_size=proj_size, backend="cython")
+    x = rng.normal(size=(7, 3, 5)).astype(np.float32)
+    hx = None
+    steps = []
+    for t in range(len(x)):  # 7 calls: both block orders, alternately
+        y, hx = layer(x[t:t + 1], hx)
+        steps.append(y)
+    with torch.no_grad():
+        expected, (h_n, c_n) = _torch_lstm(layer)(torch.from_numpy(x))
+    np.testing.assert_allclose(np.concatenate(steps), expected.numpy(), **TOLERANCE["torch"])
+    np.testing.assert_allclose(hx[0], h_n.numpy(), **TOLERANCE["torch"])
+    np.testing.assert_allclose(hx[1], c_n.numpy(), **TOLERANCE["torch"])
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
+@pytest.mark.parametrize("mode", ["LSTM", "GRU", "GRU_RESET_BEFORE", "RNN"])
+def test_block_order_does_not_change_the_numbers(mode, precision, rng, many_threads):
+    """Blocks are independent within a step, so forwards and backwards give the same bits:
+    the same one-step call twice in a row (two orders) and a 4-step call (both orders
+    within it) against its steps called one at a time."""
+    make = {"LSTM": fastlstm.LSTM, "GRU": fastlstm.GRU, "RNN": fastlstm.RNN,
+            "GRU_RESET_BEFORE": lambda *a, **k: fastlstm.GRU(*a, linear_before_reset=False, **k)}
+    layer = make[mode](17, 37, backend="cython", precision=precision)
+    x = rng.normal(size=(4, 2, 17)).astype(np.float32)
+    first, second = layer(x[:1])[0], layer(x[:1])[0]
+    assert np.array_equal(first, second)
+    whole = layer(x)[0]
+    state, steps = None, []
+    for t in range(4):
+        y, state = layer(x[t:t + 1], state)
+        steps.append(y)
+    # one-step calls project per block, the 4-step call projects first: same sums per column
+    np.testing.assert_allclose(np.concatenate(steps), whole, atol=1e-6, rtol=0)
+
+
+# -- the plan's own argument checks --------------------------------------------------------
+
+def _bound_plan(batch=2, n_steps=3, hidden=17, input_size=5, projection=True):
+    """A plan for an LSTM direction on fresh buffers, and what it was bound with."""
+    layer = fastlstm.LSTM(input_size, hidden, backend="cython")
+    packed = layer._layers[0]
+    n_blk = cython_glue._n_blocks(hidden)
+    xproj = np.zeros((n_steps, batch, n_blk * 4 * cython_glue.UNITS), np.float32)
+    h_state = np.zeros((2, batch, n_blk * cython_glue.UNITS), np.float32)
+    c_state = np.zeros((batch, n_blk * cython_glue.UNITS), np.float32)
+    n_active = np.full(n_steps, batch, np.int64)
+    scratch = cython_glue.KernelScratch(batch, hidden, hidden, 1, False)
+    plan = cython_glue.sequence_plan(
+        cython_glue.kernel_mode("LSTM", packed.variant), xproj, 0, packed.directions[0], False,
+        h_state, c_state, cython_glue._DUMMY_MATRIX, n_active, False, 0, hidden, hidden, 1,
+        packed.variant, scratch, (packed, 0, None) if projection else None)
+    return plan, layer
+
+
+def test_a_bound_plan_runs_the_layer(rng):
+    plan, layer = _bound_plan()
+    x = rng.normal(size=(3, 2, 5)).astype(np.float32)
+    out = np.empty((3, 2, 17), np.float32)
+    h_n, c_n = np.empty((1, 2, 17), np.float32), np.empty((1, 2, 17), np.float32)
+    plan.run(x.reshape(6, 5), out, None, None, h_n, c_n, 0)
+    with torch.no_grad():
+        expected, (h, c) = _torch_lstm(layer)(torch.from_numpy(x))
+    np.testing.assert_allclose(out, expected.numpy(), **TOLERANCE["torch"])
+    np.testing.assert_allclose(h_n, h.numpy(), **TOLERANCE["torch"])
+    np.testing.assert_allclose(c_n, c.numpy(), **TOLERANCE["torch"])
+
+
+@pytest.mark.parametrize("x_shape, out_shape, match", [
+    ((6, 4), (3, 2, 17), r"x: expected \(6, 5\)"),
+    ((5, 5), (3, 2, 17), r"x: expected \(6, 5\)"),
+    ((6, 5), (2, 2, 17), r"out: expected \(3, 2, >= 17\)"),
+    ((6, 5), (3, 1, 17), r"out: expected \(3, 2, >= 17\)"),
+    ((6, 5), (3, 2, 16), r"out: expected \(3, 2, >= 17\)"),
+])
+def test_run_rejects_shapes_that_do_not_match_the_plan(x_shape, out_shape, match):
+    plan, _ = _bound_plan()
+    with pytest.raises(ValueError, match=match):
+        plan.run(np.zeros(x_shape, np.float32), np.zeros(out_shape, np.float32))
+
+
+def test_run_needs_x_exactly_when_a_projection_is_bound():
+    out = np.zeros((3, 2, 17), np.float32)
+    with pytest.raises(ValueError, match="x: expected the input rows exactly"):
+        _bound_plan()[0].run(None, out)
+    with pytest.raises(ValueError, match="x: expected the input rows exactly"):
+        _bound_plan(projection=False)[0].run(np.zeros((6, 5), np.float32), out)
+
+
+@pytest.mark.parametrize("name, shape, state", [
+    ("h_n", (1, 3, 17), 0), ("h_n", (1, 2, 16), 0), ("h_n", (1, 2, 17), 1),
+    ("c_n", (1, 2, 18), 0), ("h0", (1, 1, 17), 0), ("c0", (2, 2, 3), 0),
+])
+def test_run_rejects_states_that_do_not_match(name, shape, state):
+    plan, _ = _bound_plan()
+    arrays = {"h0": None, "c0": None, "h_n": np.zeros((2, 2, 17), np.float32),
+              "c_n": np.zeros((2, 2, 17), np.float32)}
+    arrays[name] = np.zeros(shape, np.float32)
+    with pytest.raises(ValueError, match=name):
+        plan.run(np.zeros((6, 5), np.float32), np.zeros((3, 2, 17), np.float32), arrays["h0"],
+                 arrays["c0"], arrays["h_n"], arrays["c_n"], state)
+
+
+def test_an_unbound_plan_refuses_to_run():
+    with pytest.raises(ValueError, match="not bound"):
+        cython_glue._kernels.SequencePlan().run(None, np.zeros((1, 1, 1), np.float32))
+
+
+def test_bind_projection_rejects_weights_of_another_shape():
+    plan, _ = _bound_plan(projection=False)
+    other = fastlstm.LSTM(5, 40, backend="cython")._layers[0]  # 3 blocks, the plan has 2
+    with pytest.raises(ValueError, match=r"w_blocks: expected \(2, I, 64\)"):
+        cython_glue._kernels.bind_projection(plan, other.w_ih, other.bias)
