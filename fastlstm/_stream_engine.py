@@ -79,9 +79,8 @@ class _Engine:
 class _CythonEngine(_Engine):
     """Cython kernels: h in a ping-pong pair (2, B, ld), [0] current; c (B, ld) in place.
 
-    The kernel leaves h in the pair's half ``T % 2``; after an odd chunk it is copied
-    back to [0] (B*ld floats).  A ring of overlapping pair views would avoid the copy:
-    measured 0.15 us a step on lat_med, not worth a state that moves between buffers.
+    After an odd chunk the plan copies h back to [0] (B*ld floats, in C), so the state
+    never moves between buffers.
     """
 
     def __init__(self, layer):
@@ -127,8 +126,8 @@ class _CythonEngine(_Engine):
 
         def bind(num_threads):
             """For this set_num_threads setting, per layer: (separate projection's thread
-            count or 0 when the plan's team projects, SequencePlan, h pair halves, the
-            layer's output buffer and the next layer's input rows), as run_layers binds them."""
+            count or 0 when the plan's team projects, SequencePlan, the layer's output
+            buffer and the next layer's input rows), as run_layers binds them."""
             scratch = glue.KernelScratch(batch, self.hidden_size, hidden_out, num_threads,
                                          self.reset_before)
             project_scratch = (glue.ProjectScratch(input_size, gates, num_threads)
@@ -144,8 +143,8 @@ class _CythonEngine(_Engine):
                     h_full, n_active, False, 0, self.hidden_size, hidden_out, threads,
                     self.variant, scratch,
                     (layer, 0, project_scratch) if fused else None)
-                calls.append((layer, 0 if fused else project_threads, plan, pair[0], pair[1],
-                              outs[index], out_rows[index]))
+                calls.append((layer, 0 if fused else project_threads, plan, outs[index],
+                              out_rows[index]))
             return calls, project_scratch
 
         bound_threads = calls = project_scratch = None
@@ -156,12 +155,11 @@ class _CythonEngine(_Engine):
             if num_threads != bound_threads:
                 calls, project_scratch = bind(num_threads)
                 bound_threads = num_threads
-            for layer, project_threads, plan, h_now, h_odd, layer_out, next_rows in calls:
+            for layer, project_threads, plan, layer_out, next_rows in calls:
                 if project_threads:
                     glue.project(gates, layer, rows, xproj_rows, project_threads, project_scratch)
                     rows = None
-                if plan.run(rows, out if layer_out is None else layer_out):
-                    h_now[...] = h_odd  # an odd chunk leaves h in the pair's second half
+                plan.run(rows, out if layer_out is None else layer_out)  # h stays in pair[0]
                 rows = next_rows
 
         return run

@@ -2,7 +2,7 @@
 
 A backend is a glue module exposing ``NAME``, ``pack_layer(mode, hidden_size,
 proj_size, directions)`` and ``run_layers(mode, layers, hidden_size, proj_size,
-x, h0, c0, lengths)``; its kernels live in ``fastlstm.kernels``.  ``FASTLSTM_BACKEND`` forces
+x, h0, c0, lengths)`` (h0, c0 None: zeros); its kernels live in ``fastlstm.kernels``.  ``FASTLSTM_BACKEND`` forces
 one for every layer built with ``backend="auto"``.
 """
 

@@ -356,7 +356,8 @@ def run_layers(mode, layers, hidden_size, proj_size, x, h0, c0, lengths):
     """Run packed layers over a validated sequence.
 
     x       (T, B, I) float32 C-contiguous
-    h0      (L*D, B, H_out) float32 C-contiguous; c0 (L*D, B, H) for LSTM, else None
+    h0      (L*D, B, H_out) float32 C-contiguous, or None for zeros
+    c0      (L*D, B, H) float32 C-contiguous for LSTM, or None for zeros
     lengths (B,) int64 in [1, T], or None when every sequence has T steps
     returns out (T, B, D*H_out), h_n (L*D, B, H_out), c_n (L*D, B, H) or None
     """
@@ -364,7 +365,7 @@ def run_layers(mode, layers, hidden_size, proj_size, x, h0, c0, lengths):
     order = None if lengths is None else sort_by_length(lengths)
     if order is not None:
         x = np.ascontiguousarray(x[:, order])
-        h0 = np.ascontiguousarray(h0[:, order])
+        h0 = np.ascontiguousarray(h0[:, order]) if h0 is not None else None
         c0 = np.ascontiguousarray(c0[:, order]) if c0 is not None else None
         lengths = lengths[order]
     gates = GATES[mode]
@@ -373,7 +374,7 @@ def run_layers(mode, layers, hidden_size, proj_size, x, h0, c0, lengths):
     hidden_out = proj_size or hidden_size
     ws = _workspace((mode, reset_before, n_steps, batch, x.shape[2], hidden_size, proj_size, n_dirs),
                     n_steps, batch, x.shape[2], hidden_size, proj_size, n_dirs, gates,
-                    c0 is not None, reset_before)
+                    mode == "LSTM", reset_before)
     plans = ws.plans_for(mode, layers, hidden_size, proj_size)
     if lengths is not None and lengths[-1] != n_steps:
         # lengths sorted descending: rows with length > t are a prefix

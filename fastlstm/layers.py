@@ -71,11 +71,10 @@ class _SequenceLayer(PackedModule):
         n_steps, batch = x.shape[0], x.shape[1]
         h_shape, c_shape = self._state_shapes(batch)
         name = "hx[0]" if self._mode == "LSTM" else "hx"
-        h0 = (np.zeros(h_shape, np.float32) if h0 is None
-              else _validate.check_state(h0, name, h_shape, batched))
-        if self._mode == "LSTM":
-            c0 = (np.zeros(c_shape, np.float32) if c0 is None
-                  else _validate.check_state(c0, "hx[1]", c_shape, batched))
+        if h0 is not None:  # None: the backend starts from zeros
+            h0 = _validate.check_state(h0, name, h_shape, batched)
+        if c0 is not None:
+            c0 = _validate.check_state(c0, "hx[1]", c_shape, batched)
         if lengths is not None:
             if not batched:
                 lengths = np.asarray(_validate.to_numpy(lengths)).reshape(-1)

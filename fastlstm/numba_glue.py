@@ -83,7 +83,8 @@ def _run_layers(mode, layers, hidden_size, proj_size, x, h0, c0, lengths):
     """Run packed layers over a validated sequence.
 
     x       (T, B, I) float32 C-contiguous
-    h0      (L*D, B, H_out) float32 C-contiguous; c0 (L*D, B, H) for LSTM, else None
+    h0      (L*D, B, H_out) float32 C-contiguous, or None for zeros
+    c0      (L*D, B, H) float32 C-contiguous for LSTM, or None for zeros
     lengths (B,) int64 in [1, T], or None when every sequence has T steps
     returns out (T, B, D*H_out), h_n (L*D, B, H_out), c_n (L*D, B, H) or None
     """
@@ -93,10 +94,15 @@ def _run_layers(mode, layers, hidden_size, proj_size, x, h0, c0, lengths):
     n_dirs = len(layers[0].directions)
     gate_width = GATES[mode] * hidden_size
     hidden_out = proj_size or hidden_size
+    n_states = len(layers) * n_dirs
+    if h0 is None:
+        h0 = np.zeros((n_states, batch, hidden_out), np.float32)
+    if mode == "LSTM" and c0 is None:
+        c0 = np.zeros((n_states, batch, hidden_size), np.float32)
     variant = layers[0].variant
     clip = np.inf if variant.clip is None else variant.clip
     h_n = np.empty_like(h0)
-    c_n = np.empty_like(c0) if c0 is not None else None
+    c_n = np.empty_like(c0) if mode == "LSTM" else None
     reset_before = mode == "GRU" and not variant.linear_before_reset
     gates = np.empty((batch, 2 * hidden_size if reset_before else gate_width), np.float32)
     if reset_before:

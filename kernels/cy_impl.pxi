@@ -427,9 +427,9 @@ cdef class SequencePlan:
     """One direction of one layer bound to its buffers (``bind_sequence``) and, when the
     team also runs the input projection, to that (``bind_projection``).
 
-    run(x, out) -> int: project x (T*B, I) float32 into xproj (x None when the caller
-    filled xproj), run every step writing out (T, B, Y) float32, and return the index of
-    h_state that holds the final state.  Binding once and checking only x and out per
+    run(x, out): project x (T*B, I) float32 into xproj (x None when the caller filled
+    xproj) and run every step from h_state[0], writing out (T, B, Y) float32; the final
+    h is left in h_state[0] for the next call.  Binding once and checking only x and out per
     call keeps a one-step call cheap: run_sequence's 30 arguments cost 2 us to parse.
     """
     cdef SeqArgs s
@@ -499,7 +499,9 @@ cdef class SequencePlan:
                        s.hidden_out * sizeof(float))
                 if has_c:
                     memcpy(&c_n[state, i, 0], s.c_state + i * s.ldc, self.cell_units * sizeof(float))
-        return final
+        elif final:  # the state carries over: the next call starts from h_state[0]
+            memcpy(s.h_state, s.h_state + s.batch * s.ld_state,
+                   s.batch * s.ld_state * sizeof(float))
 
 
 def bind_sequence(SequencePlan plan, int mode, float[:, :, ::1] xproj, long xcol,
