@@ -34,8 +34,9 @@ _DUMMY_MATRIX = np.zeros((1, 1), np.float32)
 # int8 on AVX512-VNNI uses vpdpbusd; FASTLSTM_VNNI=0 forces the portable path
 # (same results: both compute exact integer sums).
 _USE_VNNI = os.environ.get("FASTLSTM_VNNI", "1") != "0"
-# bf16 and int8 products at >= 16 rows (and the input projection) on AMX tiles where
-# the CPU has AMX-BF16/INT8; FASTLSTM_AMX=0 forces the AVX-512 paths.  The weights
+# On AMX tiles where the CPU has AMX-BF16/INT8: bf16 recurrent products at any batch,
+# int8's at >= 16 rows, and the input projection at >= 16 rows; FASTLSTM_AMX=0 forces
+# the AVX-512 paths.  The weights
 # are also packed in the tiles' order only on such CPUs.
 _AMX_CPU = _kernels.cpu_supports_amx()
 _USE_AMX = os.environ.get("FASTLSTM_AMX", "1") != "0"
@@ -221,7 +222,9 @@ class KernelScratch:
         threads = max(1, threads)
         self.rh = aligned_zeros((batch, padded), np.float32) if reset_before else None
         self.z = aligned_zeros((batch, padded), np.float32) if reset_before else None
-        self.scratch = aligned_zeros((threads, rows * 4 * UNITS), np.float32)
+        # bf16 on AMX below 32 rows: the rows' parts stacked (up to 96 rows of products)
+        self.scratch = aligned_zeros((threads, max(rows, _kernels.AMX_STACKED_SCRATCH_ROWS)
+                                      * 4 * UNITS), np.float32)
         # int8 quantizes the recurrent product's input (K = H_out) per row
         self.q_scratch = aligned_zeros((threads, batch * (hidden_out + 1)), np.float32)
         self.u8_scratch = aligned_zeros((threads, rows * _round_up(hidden_out, 64)), np.uint8)

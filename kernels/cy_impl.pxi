@@ -27,6 +27,8 @@ cdef extern from "fastlstm_simd.h" nogil:
         FL_AMX_ROWS
         FL_AMX_MIN_ROWS
         FL_AMX_PARTS
+        FL_AMX_STACKED_ROWS
+    long FL_AMX_STACKED_TILE_ROWS(long n)
     ctypedef struct fl_block_args:
         const void *w
         int wt
@@ -65,6 +67,7 @@ cdef extern from "fastlstm_simd.h" nogil:
         int a16_parts
     void fl_block(int mode, long n_rows, const fl_block_args *args, float *scratch)
     void fl_block_amx(int mode, long n_rows, const fl_block_args *args, float *scratch)
+    void fl_block_amx_stacked(int mode, long n_rows, const fl_block_args *args, float *scratch)
     void fl_project_amx(int G, const uint16_t *w_pairs, long K2p, const float *wscale,
                         long n_blocks, long K, const float *bias, const float *x, long ldx,
                         float *out, long ldo, long row0, long row1, uint16_t *a16, float *stage)
@@ -99,6 +102,7 @@ RNN_RELU = FL_RNN_RELU
 UNITS_PER_BLOCK = FL_U
 AMX_ROWS = FL_AMX_ROWS
 AMX_PARTS = FL_AMX_PARTS
+AMX_STACKED_SCRATCH_ROWS = FL_AMX_STACKED_TILE_ROWS(FL_AMX_STACKED_ROWS)
 
 # Weight storage types: float32, bfloat16 bits, int8 (with float32 column scales)
 ctypedef fused weight_t:
@@ -185,8 +189,9 @@ ctypedef struct SeqArgs:
     float *rh               # (B, ldr) original GRU scratch: r * h
     float *z                # (B, ldr) original GRU scratch: z
     long ldr
-    float *scratch          # (threads, B * 4 * FL_U) per-thread partial gate sums
+    float *scratch          # (threads, scratch_stride) per-thread partial gate sums
     int scratch_threads
+    long scratch_stride
     bint quantize           # int8: the recurrent input h quantized per row and step
     float *q_scratch        # (threads, B * (K + 1)) quantized rows and their scales
     long ldq
@@ -194,7 +199,7 @@ ctypedef struct SeqArgs:
     const int32_t *wsum     # (n_blk, width) column sums of wq
     uint8_t *u8_scratch     # (threads, B * ldu) quantized rows + 128 for vpdpbusd
     long ldu
-    bint amx                # products on AMX tiles at >= FL_AMX_MIN_ROWS rows
+    bint amx                # products on AMX tiles: int8 at >= FL_AMX_MIN_ROWS rows, bf16 always
     const uint16_t *wp      # bf16: (n_blk, K2p, width, 2) w_hh in pair order, or NULL
     long K2p
     uint16_t *a16_scratch   # bf16: (threads, FL_AMX_PARTS * B_pad * 2*K2p) h split in parts
@@ -272,11 +277,11 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier) noexcept
     cdef uint8_t *hu8 = NULL
     cdef uint16_t *a16 = NULL
     cdef bint amx = s.amx and tid < s.scratch_threads
-    cdef bint amx_step
+    cdef bint amx_step, stacked_step
     cdef long rows_pad = (s.batch + FL_AMX_ROWS - 1) // FL_AMX_ROWS * FL_AMX_ROWS
     cdef unsigned csr = fl_ftz_enter()
     if tid < s.scratch_threads:
-        scratch = s.scratch + tid * rows_pad * 4 * FL_U
+        scratch = s.scratch + tid * s.scratch_stride
         if s.quantize:
             hq = s.q_scratch + tid * s.batch * (s.ldq + 1)
             hscale = hq + s.batch * s.ldq
@@ -324,11 +329,15 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier) noexcept
         backwards = (step + s.first_step_parity) & 1
         h_cur = s.h_state + (step % 2) * s.batch * s.ld_state
         h_nxt = s.h_state + ((step + 1) % 2) * s.batch * s.ld_state
-        amx_step = amx and n_act >= FL_AMX_MIN_ROWS
+        stacked_step = amx and a16 != NULL and n_act <= FL_AMX_STACKED_ROWS
+        amx_step = amx and n_act >= FL_AMX_MIN_ROWS and not stacked_step
         if hq != NULL:
             fl_quantize_rows(h_cur, s.ld_state, s.K, n_act, hq, s.ldq, hu8, s.ldu, hscale)
         if amx_step and a16 != NULL:
             fl_bf16_split_rows(h_cur, s.ld_state, s.K, n_act, a16, rows_pad * 2 * s.K2p,
+                               FL_AMX_PARTS, 2 * s.K2p)
+        elif stacked_step:  # part p of row r at row p * n_act + r
+            fl_bf16_split_rows(h_cur, s.ld_state, s.K, n_act, a16, n_act * 2 * s.K2p,
                                FL_AMX_PARTS, 2 * s.K2p)
         a.hq = hq
         a.ldq = s.ldq
@@ -365,6 +374,8 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier) noexcept
             a.wp = s.wp + blk * s.K2p * s.width * 2 if a16 != NULL else NULL
             if amx_step:
                 fl_block_amx(s.mode, n_act, &a, scratch)
+            elif stacked_step:
+                fl_block_amx_stacked(s.mode, n_act, &a, scratch)
             else:
                 fl_block(s.mode, n_act, &a, scratch)
         # the new-gate and projection products take float inputs
@@ -600,6 +611,7 @@ def bind_sequence(SequencePlan plan, int mode, float[:, :, ::1] xproj, long xcol
     cdef long rows_pad = (s.batch + FL_AMX_ROWS - 1) // FL_AMX_ROWS * FL_AMX_ROWS
     s.scratch = &scratch[0, 0] if scratch is not None else NULL
     s.scratch_threads = scratch.shape[0] if scratch is not None else 0
+    s.scratch_stride = scratch.shape[1] if scratch is not None else 0
     if scratch is not None and scratch.shape[1] < rows_pad * 4 * FL_U:
         raise ValueError("scratch: expected at least B_pad*64 floats per thread")
     s.quantize = s.wt == 2
@@ -634,8 +646,10 @@ def bind_sequence(SequencePlan plan, int mode, float[:, :, ::1] xproj, long xcol
         if (wp.shape[0] != s.n_blk or wp.shape[2] != s.width or s.K2p % 16 or 2 * s.K2p < s.K
                 or 2 * s.K2p >= s.K + 32 or scratch is None or a16_scratch is None
                 or a16_scratch.shape[0] < scratch.shape[0]
-                or a16_scratch.shape[1] < FL_AMX_PARTS * rows_pad * 2 * s.K2p):
-            raise ValueError("bf16: wp or a16_scratch do not match w_hh")
+                or a16_scratch.shape[1] < FL_AMX_PARTS * rows_pad * 2 * s.K2p
+                or scratch.shape[1] < FL_AMX_STACKED_TILE_ROWS(min(s.batch, FL_AMX_STACKED_ROWS))
+                * s.width):
+            raise ValueError("bf16: wp, a16_scratch or scratch do not match w_hh")
         s.amx = True
         s.wp = &wp[0, 0, 0, 0]
         s.a16_scratch = &a16_scratch[0, 0]

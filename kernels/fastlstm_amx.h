@@ -185,6 +185,35 @@ static FL_AMX_TARGET void fl_amx_gates(int G, long rows, int int8, const uint8_t
     }
 }
 
+/* gates (16, G*16), stride ldg floats = A . B for one tile of 16 rows of bf16 A (row
+ * stride lda bytes, n_chunks * 64 bytes each) and one block's B in pair order.  For a
+ * few rows: the caller stacks their FL_AMX_PARTS parts as rows of A and sums them, so
+ * every weight tile loaded serves all parts at once.  Tile 4 holds A, 5-7 B. */
+static FL_AMX_TARGET void fl_amx_gates16(int G, const uint8_t *a, long lda, long n_chunks,
+                                         const uint8_t *b, float *gates, long ldg)
+{
+    const long ldb = (long)G * FL_U * 4, chunk = 16 * ldb, ldg_bytes = ldg * 4;
+    _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+    for (long k = 0; k < n_chunks; k++) {
+        const uint8_t *bk = b + k * chunk;
+        _tile_loadd(4, a + k * 64, lda);
+        _tile_loadd(5, bk, ldb);
+        if (G > 1) _tile_loadd(6, bk + 64, ldb);
+        if (G > 2) _tile_loadd(7, bk + 128, ldb);
+        _tile_dpbf16ps(0, 4, 5);
+        if (G > 1) _tile_dpbf16ps(1, 4, 6);
+        if (G > 2) _tile_dpbf16ps(2, 4, 7);
+        if (G > 3) {
+            _tile_loadd(5, bk + 192, ldb);
+            _tile_dpbf16ps(3, 4, 5);
+        }
+    }
+    _tile_stored(0, gates, ldg_bytes);
+    if (G > 1) _tile_stored(1, gates + FL_U, ldg_bytes);
+    if (G > 2) _tile_stored(2, gates + 2 * FL_U, ldg_bytes);
+    if (G > 3) _tile_stored(3, gates + 3 * FL_U, ldg_bytes);
+}
+
 #else
 #define FL_HAVE_AMX 0
 static inline int fl_amx_usable(void) { return 0; }

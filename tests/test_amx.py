@@ -1,7 +1,8 @@
-"""bf16 and int8 products on AMX tiles (batch >= 16 rows, and the input projection).
+"""bf16 and int8 products on AMX tiles: the input projection at 16 rows or more, int8's
+recurrent products at 16 rows or more, and bf16's at every batch size (below 32 rows
+with the bf16 parts of each row stacked as tile rows).
 
-On a CPU with AMX-BF16/INT8 the Cython backend multiplies bf16 and int8 weights
-on tiles at 16 rows or more.  Activations are split in bf16 parts that sum to the
+Activations are split in bf16 parts that sum to the
 float (so the products equal the fp32-activation paths up to fp32 rounding); int8
 recurrent products are exact integer sums either way.  The references are the
 same as test_precision's: PyTorch fp32 on the rounded weights (bf16) and a float64
@@ -33,6 +34,8 @@ CASES = [
     ("GRU", dict(bidirectional=True), 17, 129, 20),
     ("RNN", dict(nonlinearity="relu"), 37, 3, 16),
     ("RNN", {}, 1, 37, 129),
+    ("LSTM", {}, 17, 129, 1),
+    ("GRU", {}, 5, 37, 3),
 ]
 
 
@@ -77,11 +80,12 @@ def test_int8_at_tile_sizes_matches_the_quantized_reference(mode, kwargs, input_
 
 
 @pytest.mark.skipif(not HAS_AMX, reason="this CPU has no AMX: one path only")
+@pytest.mark.parametrize("batch", [1, 5, 40])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
 @pytest.mark.parametrize("variant", [dict(), dict(peephole=True, coupled_input_forget=True, clip=0.5),
                                      dict(linear_before_reset=False)])
-def test_amx_and_vector_paths_agree(precision, variant, threads, rng, monkeypatch):
+def test_amx_and_vector_paths_agree(precision, variant, threads, batch, rng, monkeypatch):
     """Every topology and variant gives the same answers with AMX on and off, on
     one thread and on two (each thread configures its own tiles)."""
     mode = "GRU" if "linear_before_reset" in variant else "LSTM"
@@ -89,8 +93,8 @@ def test_amx_and_vector_paths_agree(precision, variant, threads, rng, monkeypatc
                                     precision=precision, **variant)
     layer.load_state_dict({key: rng.uniform(-0.1, 0.1, value.shape).astype(np.float32)
                            for key, value in layer.state_dict().items()})
-    x = rng.normal(size=(7, 40, 37)).astype(np.float32)
-    lengths = _lengths(rng, 40, 7)
+    x = rng.normal(size=(7, batch, 37)).astype(np.float32)
+    lengths = _lengths(rng, batch, 7)
     previous = fastlstm.get_num_threads()
     fastlstm.set_num_threads(threads)
     try:

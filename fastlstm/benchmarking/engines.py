@@ -136,8 +136,7 @@ def build_fastlstm(case, backend, threads, precision="fp32"):
 def fastlstm_fp32_arithmetic(precision):
     """Whether fastlstm in ``precision`` multiplies in fp32, so that the roof's compute
     half (the fp32 GEMM ceiling) binds it.  bf16 widens its weights to fp32, except on
-    CPUs with AMX, where products of 16 rows or more (and the input projection) run on
-    bf16 tiles; int8 multiplies the recurrent product in int8 (vpdpbusd, AMX), so only
+    CPUs with AMX, where its products run on bf16 tiles; int8 multiplies the recurrent product in int8 (vpdpbusd, AMX), so only
     the memory half binds it."""
     if precision == "bf16":
         from .. import cython_glue
