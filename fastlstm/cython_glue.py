@@ -42,10 +42,11 @@ _AMX_CPU = _kernels.cpu_supports_amx()
 _USE_AMX = os.environ.get("FASTLSTM_AMX", "1") != "0"
 AMX_ROWS, AMX_PARTS = _kernels.AMX_ROWS, _kernels.AMX_PARTS
 
-# Threads pay off once a step does enough work to cover the barrier: measured
-# with 2 threads vs 1 (idle machine), lat_small (128 units, 131 kflop a step)
-# 0.38 vs 0.25 ms: slower; gru_med (256 units, 393 kflop) 0.55 vs 0.86 ms: faster.
-_MIN_FLOPS_PER_THREAD_STEP = 2 * 128 * 1024
+# Threads pay off once a step does enough work to cover the barrier.  Measured with
+# 2 threads vs 1 on an LSTM H/H, batch 1, 100 steps (idle machine, ms): H=48 (18
+# kflop a step) 0.067 vs 0.051, slower; H=64 (33 kflop) 0.083 vs 0.087, level; H=96
+# (74 kflop) 0.133 vs 0.169 and H=128 (lat_small, 131 kflop) 0.209 vs 0.276, faster.
+_MIN_FLOPS_PER_THREAD_STEP = 2 * 64 * 256
 
 
 @dataclass(frozen=True)
