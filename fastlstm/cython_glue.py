@@ -36,8 +36,7 @@ _DUMMY_MATRIX = np.zeros((1, 1), np.float32)
 _USE_VNNI = os.environ.get("FASTLSTM_VNNI", "1") != "0"
 # On AMX tiles where the CPU has AMX-BF16/INT8: bf16 recurrent products at any batch,
 # int8's at >= 16 rows, and the input projection at >= 16 rows; FASTLSTM_AMX=0 forces
-# the AVX-512 paths.  The weights
-# are also packed in the tiles' order only on such CPUs.
+# the AVX-512 paths.  The weights are also packed in the tiles' order only on such CPUs.
 _AMX_CPU = _kernels.cpu_supports_amx()
 _USE_AMX = os.environ.get("FASTLSTM_AMX", "1") != "0"
 AMX_ROWS, AMX_PARTS = _kernels.AMX_ROWS, _kernels.AMX_PARTS
@@ -332,7 +331,8 @@ class _Workspace:
                                 (layer, d, self.project) if self.fused else None)
                   for d, direction in enumerate(layer.directions)]
                  for layer in layers]
-        # plans hold their weights: keep those of few layer stacks per call shape
+        # plans hold their weights: keep those of at most _CACHED_STACKS layer stacks per
+        # call shape and thread, so weights a layer has replaced are freed soon after
         if len(self.plans) >= _CACHED_STACKS:
             self.plans.pop(next(iter(self.plans)))
         self.plans[id(layers)] = (layers, plans)

@@ -148,3 +148,20 @@ def test_bind_projection_rejects_weights_of_another_shape():
     other = fastlstm.LSTM(5, 40, backend="cython")._layers[0]  # 3 blocks, the plan has 2
     with pytest.raises(ValueError, match=r"w_blocks: expected \(2, I, 64\)"):
         cython_glue._kernels.bind_projection(plan, other.w_ih, other.bias)
+
+
+def test_replaced_weights_are_not_kept_alive_by_cached_plans(rng):
+    """Plans cache their layer stacks' weights; a stack replaced by reloading is released
+    once a few newer stacks have run at that call shape (memory stays bounded)."""
+    import gc
+    import weakref
+
+    layer = fastlstm.LSTM(5, 17, backend="cython")
+    x = rng.normal(size=(3, 2, 5)).astype(np.float32)
+    layer(x)
+    old = weakref.ref(layer._layers[0])
+    for _ in range(cython_glue._CACHED_STACKS):
+        layer.load_state_dict(layer.state_dict())  # repacks: a new stack of packed weights
+        layer(x)
+    gc.collect()
+    assert old() is None
