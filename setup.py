@@ -67,7 +67,12 @@ def extensions():
     from Cython.Build import cythonize
 
     names = ISA_FLAGS if platform.machine().lower() in ("x86_64", "amd64") else ["_cy_generic"]
-    modules = [Extension(f"fastlstm.kernels.{name}", [f"kernels/{name}.pyx"], include_dirs=["kernels"])
+    import numpy
+
+    # numpy's C API: SequencePlan.run reads its arrays without typed memoryviews
+    modules = [Extension(f"fastlstm.kernels.{name}", [f"kernels/{name}.pyx"],
+                         include_dirs=["kernels", numpy.get_include()],
+                         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")])
                for name in names]
     return cythonize(modules, compiler_directives=DIRECTIVES, include_path=["kernels"])
 

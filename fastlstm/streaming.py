@@ -22,6 +22,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import _validate
+from . import threads as _threads
 from ._stream_engine import make_engine
 
 _F32 = np.dtype(np.float32)
@@ -58,14 +59,26 @@ class _Plan:
                   the result already has that shape
     fast:         False for a batch-first chunk with B > 1 and T > 1, whose memory
                   order differs from the kernels' (copied through a transpose)
+    direct, direct_threads: the single kernel call ``run`` makes and the thread count
+                  it was bound at (see the engines' ``run.direct``), or None and -1
     """
 
-    __slots__ = ("run", "rows_shape", "out_shape", "kernel_shape", "fast")
+    __slots__ = ("run", "rows_shape", "out_shape", "kernel_shape", "fast", "direct",
+                 "direct_threads")
 
     def __init__(self, run, rows_shape, out_shape, kernel_shape, fast):
         self.run, self.rows_shape = run, rows_shape
         self.out_shape, self.kernel_shape = out_shape, kernel_shape
         self.fast = fast
+        self.direct, self.direct_threads = None, -1
+
+    def run_and_learn(self, rows, out):
+        """``run(rows, out)``, then learn the direct call for the current thread count
+        (callers use ``direct`` while ``direct_threads`` is the thread count)."""
+        self.run(rows, out)
+        found = getattr(self.run, "direct", None)
+        found = found() if found is not None else None
+        self.direct_threads, self.direct = found if found is not None else (-1, None)
 
 
 class Stream:
@@ -133,7 +146,10 @@ class Stream:
                 else:
                     view = self._check_out(out, plan)
                 result = out
-            plan.run(rows, view)
+            if plan.direct_threads == _threads._num_threads:
+                plan.direct(rows, view)
+            else:
+                plan.run_and_learn(rows, view)
             return result
         finally:
             token.append(None)

@@ -9,6 +9,7 @@
 #   fastlstm/cython_glue.py  packing, workspaces, validation-free dispatch
 
 cimport cython
+cimport numpy as cnp
 from cython.parallel cimport parallel
 from libc.stdint cimport int8_t, int32_t, uint8_t, uint16_t
 from libc.string cimport memcpy, memset
@@ -427,11 +428,39 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier) noexcept
     fl_ftz_exit(csr)
 
 
-cdef _check_state(const float[:, :, ::1] array, str name, long state, long batch, long units):
-    if array is not None and (state < 0 or state >= array.shape[0] or array.shape[1] != batch
-                              or array.shape[2] != units):
+cnp.import_array()
+
+
+cdef float *_floats(object array, str name, int ndim, bint writeable,
+                    cnp.npy_intp *shape) except NULL:
+    """The data of ``array``, a float32, aligned, C-contiguous ndarray of ``ndim``
+    dimensions (its shape into ``shape``); TypeError/ValueError naming it otherwise.
+    Cheaper per call than a typed memoryview (measured: 0.14 us each on a one-step call)."""
+    cdef cnp.ndarray a
+    cdef int i
+    if not cnp.PyArray_Check(array):
+        raise TypeError(f"{name}: expected a numpy array, got {type(array).__name__}")
+    a = <cnp.ndarray>array
+    if (cnp.PyArray_TYPE(a) != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(a) != ndim
+            or not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISALIGNED(a)
+            or (writeable and not cnp.PyArray_ISWRITEABLE(a))):
+        raise ValueError(f"{name}: expected a {ndim}-D float32 C-contiguous "
+                         f"{'writeable ' if writeable else ''}array, got {array.dtype} "
+                         f"{array.shape}")
+    for i in range(ndim):
+        shape[i] = cnp.PyArray_DIM(a, i)
+    return <float *>cnp.PyArray_DATA(a)
+
+
+cdef float *_state_rows(object array, str name, long state, long batch, long units,
+                        bint writeable) except NULL:
+    """Row 0 of state ``state`` in an (S, B, units) float32 state array."""
+    cdef cnp.npy_intp shape[3]
+    cdef float *data = _floats(array, name, 3, writeable, shape)
+    if state < 0 or state >= shape[0] or shape[1] != batch or shape[2] != units:
         raise ValueError(f"{name}: expected (> {state}, {batch}, {units}) float32 for state "
-                         f"{state}, got {tuple(array.shape)[:3]}")
+                         f"{state}, got {(shape[0], shape[1], shape[2])}")
+    return data + state * batch * units
 
 
 cdef class SequencePlan:
@@ -449,51 +478,57 @@ cdef class SequencePlan:
     cdef long cell_units       # LSTM: the cell state's units (H), else 0
     cdef list projection_refs
 
-    def run(self, const float[:, ::1] x, float[:, :, ::1] out, const float[:, :, ::1] h0=None,
-            const float[:, :, ::1] c0=None, float[:, :, ::1] h_n=None,
-            float[:, :, ::1] c_n=None, long state=0):
+    def run(self, x, out, h0=None, c0=None, h_n=None, c_n=None, long state=0):
         """x (T*B, I) or None, out (T, B, Y) as above.  With h_n (S, B, H_out) (and c_n
         (S, B, H) for LSTM) the bound state is set from h0[state] and c0[state] (zeros
         when None) before the steps and copied to h_n[state], c_n[state] after them;
         without, the bound state carries over from the last call (streams)."""
         cdef SeqArgs s = self.s
         cdef fl_barrier_state barrier
+        cdef cnp.npy_intp shape[3]
         cdef long i, final
-        cdef bint has_c = self.cell_units > 0
+        cdef long units = self.cell_units
+        cdef bint has_c = units > 0
+        cdef float *h0_rows = NULL
+        cdef float *c0_rows = NULL
+        cdef float *hn_rows = NULL
+        cdef float *cn_rows = NULL
         if not self.refs:
             raise ValueError("run: the plan is not bound (call bind_sequence first)")
-        if out.shape[0] != s.n_steps or out.shape[1] != s.batch \
-                or out.shape[2] < s.out_col + s.hidden_out:
+        s.out = _floats(out, "out", 3, True, shape)
+        if shape[0] != s.n_steps or shape[1] != s.batch or shape[2] < s.out_col + s.hidden_out:
             raise ValueError(f"out: expected ({s.n_steps}, {s.batch}, >= "
-                             f"{s.out_col + s.hidden_out}) float32, got {tuple(out.shape)[:3]}")
+                             f"{s.out_col + s.hidden_out}) float32, got {(shape[0], shape[1], shape[2])}")
+        s.ldy = shape[2]
         if (x is None) != (self.projection_refs is None):
             raise ValueError("x: expected the input rows exactly when a projection is bound")
         if x is not None:
-            if x.shape[0] != s.n_steps * s.batch or x.shape[1] != s.p_K:
+            s.p_x = _floats(x, "x", 2, False, shape)
+            if shape[0] != s.n_steps * s.batch or shape[1] != s.p_K:
                 raise ValueError(f"x: expected ({s.n_steps * s.batch}, {s.p_K}) float32, "
-                                 f"got {tuple(x.shape)[:2]}")
-            s.p_x = &x[0, 0]
-            s.p_ldx = x.shape[1]
-            s.p_rows = x.shape[0]
+                                 f"got {(shape[0], shape[1])}")
+            s.p_ldx = shape[1]
+            s.p_rows = shape[0]
         if h_n is not None:
-            _check_state(h_n, "h_n", state, s.batch, s.hidden_out)
-            _check_state(h0, "h0", state, s.batch, s.hidden_out)
+            hn_rows = _state_rows(h_n, "h_n", state, s.batch, s.hidden_out, True)
+            if h0 is not None:
+                h0_rows = _state_rows(h0, "h0", state, s.batch, s.hidden_out, False)
             if has_c:
                 if c_n is None:
                     raise ValueError("c_n: the LSTM's final cell state needs a buffer")
-                _check_state(c_n, "c_n", state, s.batch, self.cell_units)
-                _check_state(c0, "c0", state, s.batch, self.cell_units)
+                cn_rows = _state_rows(c_n, "c_n", state, s.batch, units, True)
+                if c0 is not None:
+                    c0_rows = _state_rows(c0, "c0", state, s.batch, units, False)
             for i in range(s.batch):
-                if h0 is None:
+                if h0_rows == NULL:
                     memset(s.h_state + i * s.ld_state, 0, s.hidden_out * sizeof(float))
                 else:
-                    memcpy(s.h_state + i * s.ld_state, &h0[state, i, 0], s.hidden_out * sizeof(float))
-                if has_c and c0 is None:
-                    memset(s.c_state + i * s.ldc, 0, self.cell_units * sizeof(float))
+                    memcpy(s.h_state + i * s.ld_state, h0_rows + i * s.hidden_out,
+                           s.hidden_out * sizeof(float))
+                if has_c and c0_rows == NULL:
+                    memset(s.c_state + i * s.ldc, 0, units * sizeof(float))
                 elif has_c:
-                    memcpy(s.c_state + i * s.ldc, &c0[state, i, 0], self.cell_units * sizeof(float))
-        s.out = &out[0, 0, 0]
-        s.ldy = out.shape[2]
+                    memcpy(s.c_state + i * s.ldc, c0_rows + i * units, units * sizeof(float))
         barrier.count = 0
         barrier.generation = 0
         if self.n_threads <= 1:
@@ -504,12 +539,12 @@ cdef class SequencePlan:
                 _sequence_thread(&s, &barrier)
         self.s.first_step_parity = (s.first_step_parity + s.n_steps) & 1
         final = s.n_steps % 2
-        if h_n is not None:
+        if hn_rows != NULL:
             for i in range(s.batch):
-                memcpy(&h_n[state, i, 0], s.h_state + (final * s.batch + i) * s.ld_state,
+                memcpy(hn_rows + i * s.hidden_out, s.h_state + (final * s.batch + i) * s.ld_state,
                        s.hidden_out * sizeof(float))
                 if has_c:
-                    memcpy(&c_n[state, i, 0], s.c_state + i * s.ldc, self.cell_units * sizeof(float))
+                    memcpy(cn_rows + i * units, s.c_state + i * s.ldc, units * sizeof(float))
         elif final:  # the state carries over: the next call starts from h_state[0]
             memcpy(s.h_state, s.h_state + s.batch * s.ld_state,
                    s.batch * s.ld_state * sizeof(float))

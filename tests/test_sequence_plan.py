@@ -116,6 +116,30 @@ def test_run_rejects_shapes_that_do_not_match_the_plan(x_shape, out_shape, match
         plan.run(np.zeros(x_shape, np.float32), np.zeros(out_shape, np.float32))
 
 
+@pytest.mark.parametrize("name, value, error", [
+    ("x", np.zeros((6, 5), np.float64), ValueError),
+    ("x", np.zeros((5, 6), np.float32).T, ValueError),          # not C-contiguous
+    ("x", np.zeros((6, 5), np.float32).tolist(), TypeError),
+    ("out", np.zeros((3, 2, 17), np.float64), ValueError),
+    ("out", np.zeros((3, 2, 17), np.float32)[:, :, ::-1], ValueError),
+    ("out", np.zeros((6, 17), np.float32), ValueError),         # 2-D
+])
+def test_run_rejects_arrays_it_cannot_read_or_write_in_place(name, value, error):
+    plan, _ = _bound_plan()
+    arrays = {"x": np.zeros((6, 5), np.float32), "out": np.zeros((3, 2, 17), np.float32)}
+    arrays[name] = value
+    with pytest.raises(error, match=name):
+        plan.run(arrays["x"], arrays["out"])
+
+
+def test_run_rejects_a_read_only_out():
+    plan, _ = _bound_plan()
+    out = np.zeros((3, 2, 17), np.float32)
+    out.flags.writeable = False
+    with pytest.raises(ValueError, match="out: .*writeable"):
+        plan.run(np.zeros((6, 5), np.float32), out)
+
+
 def test_run_needs_x_exactly_when_a_projection_is_bound():
     out = np.zeros((3, 2, 17), np.float32)
     with pytest.raises(ValueError, match="x: expected the input rows exactly"):

@@ -269,6 +269,39 @@ def test_reloaded_weights_apply_from_the_next_call(backend, rng):
     np.testing.assert_allclose(stream(x[2:]), expected, **CHUNKED)
 
 
+def test_thread_count_changes_between_steps(backend, rng, monkeypatch, restore_threads):
+    """Steps bound at one thread count (the direct kernel call) keep working after
+    set_num_threads changes the team: the stream rebinds and gives the same numbers."""
+    from fastlstm import cython_glue
+    monkeypatch.setattr(cython_glue, "_MIN_FLOPS_PER_THREAD_STEP", 1)  # 2 threads even here
+    layer = make_layer("LSTM", backend, rng, hidden_size=37)
+    x = rng.standard_normal((8, 1, 5)).astype(np.float32)
+    expected_out, expected_state = whole(layer, x)
+    stream = layer.stream()
+    outputs = []
+    for t, threads in enumerate([1, 1, 2, 2, 1, 2, 2, 1]):
+        fastlstm.set_num_threads(threads)
+        outputs.append(stream(x[t:t + 1]))
+    np.testing.assert_allclose(np.concatenate(outputs), expected_out, **CHUNKED)
+    assert_state_close(stream.state, expected_state, CHUNKED)
+
+
+def test_steady_steps_call_the_kernel_directly(rng):
+    """A one-layer Cython stream learns its single kernel call (the lean path)."""
+    if "cython" not in fastlstm.available_backends():
+        pytest.skip("the direct call is the Cython engine's")
+    stream = make_layer("LSTM", "cython", rng).stream()
+    x = rng.standard_normal((1, 5)).astype(np.float32)
+    stream(x)
+    stream(x)
+    plan = stream._plans[x.shape]
+    assert plan.direct is not None and plan.direct_threads == fastlstm.get_num_threads()
+    stacked = make_layer("LSTM", "cython", rng, num_layers=2).stream()
+    stacked(x)
+    stacked(x)
+    assert stacked._plans[x.shape].direct is None  # two kernel calls a step: the runner
+
+
 def test_many_chunk_shapes(backend, rng):
     """More distinct chunk sizes than the stream keeps buffers for: still exact."""
     layer = make_layer("LSTM", backend, rng)
