@@ -222,8 +222,8 @@ class KernelScratch:
         threads = max(1, threads)
         self.rh = aligned_zeros((batch, padded), np.float32) if reset_before else None
         self.z = aligned_zeros((batch, padded), np.float32) if reset_before else None
-        # bf16 on AMX below 32 rows: the rows' parts stacked (up to 96 rows of products)
-        self.scratch = aligned_zeros((threads, max(rows, _kernels.AMX_STACKED_SCRATCH_ROWS)
+        # bf16 on AMX: the rows' parts stacked, three rows of products per row
+        self.scratch = aligned_zeros((threads, max(rows, _kernels.amx_stacked_scratch_rows(batch))
                                       * 4 * UNITS), np.float32)
         # int8 quantizes the recurrent product's input (K = H_out) per row
         self.q_scratch = aligned_zeros((threads, batch * (hidden_out + 1)), np.float32)

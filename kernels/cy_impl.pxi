@@ -103,7 +103,11 @@ RNN_RELU = FL_RNN_RELU
 UNITS_PER_BLOCK = FL_U
 AMX_ROWS = FL_AMX_ROWS
 AMX_PARTS = FL_AMX_PARTS
-AMX_STACKED_SCRATCH_ROWS = FL_AMX_STACKED_TILE_ROWS(FL_AMX_STACKED_ROWS)
+
+
+def amx_stacked_scratch_rows(long batch):
+    """Rows of products per thread that bf16's stacked AMX products need at ``batch`` rows."""
+    return FL_AMX_STACKED_TILE_ROWS(min(batch, FL_AMX_STACKED_ROWS))
 
 # Weight storage types: float32, bfloat16 bits, int8 (with float32 column scales)
 ctypedef fused weight_t:

@@ -46,13 +46,21 @@
 #define FL_AMX_ROWS 32
 #define FL_AMX_MIN_ROWS 16
 #define FL_AMX_PARTS 3
-/* bf16 recurrent products on AMX below FL_AMX_ROWS rows: the parts of each row stacked
- * as rows of 16-row tiles (fl_block_amx_stacked), so no tile row is padding.  Measured
- * on a bf16 LSTM 256/256, 100 steps, 1 thread, ms: batch 1: 1.22 with no tiles
- * (FASTLSTM_AMX=0), 1.06 with only the projection on tiles, 0.74 stacked; 5: 4.51 -> 1.83; 16: 7.38 on the FL_AMX_ROWS path -> 5.85; 31: 10.8 stacked vs 13.2
- * at 32 on that path; 64: 24.5 stacked, 24.3 on that path (which needs less scratch). */
-#define FL_AMX_STACKED_ROWS (FL_AMX_ROWS - 1)
-#define FL_AMX_STACKED_TILE_ROWS(n) ((FL_AMX_PARTS * (n) + 15) / 16 * 16)
+/* bf16 recurrent products on AMX up to FL_AMX_STACKED_ROWS rows: the parts of each
+ * row stacked as rows of the tiles (fl_block_amx_stacked), so every weight tile
+ * serves all parts and no tile row is padding.  Measured on a bf16 LSTM 256/256, 100
+ * steps, 1 thread, ms:
+ *   batch 1: 1.22 with no tiles (FASTLSTM_AMX=0), 1.06 with only the projection on
+ *            tiles, 0.74 stacked; 5: 4.51 -> 1.83;
+ *   16: 7.38 on the FL_AMX_ROWS path -> 5.85; 31: 10.8 stacked vs 13.2 at 32 there;
+ *   from 32 rows the stacked rows go through the 2x2-tile loop (fl_amx_gates), which
+ *   loads fewer weight tiles than 16-row tiles: 48: 19.5 -> 17.2; 64: 24.3 -> 22.4;
+ *   128: 49.4 -> 48.4.
+ * Above FL_AMX_STACKED_ROWS the FL_AMX_ROWS path runs: its scratch does not grow with
+ * the batch. */
+#define FL_AMX_STACKED_ROWS 128
+#define FL_AMX_STACKED_TILE_ROWS(n) \
+    ((n) >= 32 ? (FL_AMX_PARTS * (n) + 31) / 32 * 32 : (FL_AMX_PARTS * (n) + 15) / 16 * 16)
 
 typedef float v16 __attribute__((vector_size(64)));
 typedef int32_t v16i __attribute__((vector_size(64)));
@@ -741,9 +749,13 @@ static void fl_block_amx_stacked(int mode, long n_rows, const fl_block_args *arg
 {
     const int G = fl_gates(mode);
     const long ldg = (long)G * FL_U, lda = args->lda16 * 2;
-    for (long r0 = 0; r0 < FL_AMX_PARTS * n_rows; r0 += 16)
-        fl_amx_gates16(G, (const uint8_t *)args->a16 + r0 * lda, lda, args->K2p / 16,
-                       (const uint8_t *)args->wp, scratch + r0 * ldg, ldg);
+    if (n_rows >= 32)
+        fl_amx_gates(G, FL_AMX_STACKED_TILE_ROWS(n_rows), 0, (const uint8_t *)args->a16, lda, 0,
+                     1, args->K2p / 16, (const uint8_t *)args->wp, NULL, scratch, ldg);
+    else
+        for (long r0 = 0; r0 < FL_AMX_PARTS * n_rows; r0 += 16)
+            fl_amx_gates16(G, (const uint8_t *)args->a16 + r0 * lda, lda, args->K2p / 16,
+                           (const uint8_t *)args->wp, scratch + r0 * ldg, ldg);
     for (long r = 0; r < n_rows; r++)
         for (long c = 0; c < ldg; c += FL_U) {
             v16 sum = v_load(scratch + r * ldg + c);
