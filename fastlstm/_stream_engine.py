@@ -126,16 +126,14 @@ class _CythonEngine(_Engine):
         input_size = max(self.layers[0].w_ih.shape[1], hidden_out)
 
         def bind(num_threads):
-            """For this set_num_threads setting, per layer: (separate projection's thread
-            count or 0 when the plan's team projects, SequencePlan, the layer's output
-            buffer and the next layer's input rows), as run_layers binds them."""
+            """For this set_num_threads setting, per layer: (the packed layer, a separate
+            projection's thread count or 0 when the plan's team projects, SequencePlan, the
+            layer's output buffer and the next layer's input rows), as run_layers binds them."""
             scratch = glue.KernelScratch(batch, self.hidden_size, hidden_out, num_threads,
                                          self.reset_before)
             project_scratch = (glue.ProjectScratch(input_size, gates, num_threads)
                                if glue._AMX_CPU else None)
-            threads = glue._threads_for(step_flops, n_blk)  # cython_glue.run_layers' rules
-            project_threads = glue._threads_for(step_flops * n_steps, n_steps * batch)
-            fused = project_threads <= threads
+            threads, project_threads = glue.thread_split(step_flops, n_blk, n_steps, batch)
             calls = []
             for index, layer in enumerate(self.layers):
                 pair = state.pairs[index]
@@ -143,9 +141,8 @@ class _CythonEngine(_Engine):
                     mode, xproj, 0, layer.directions[0], has_proj, pair, state.cells[index],
                     h_full, n_active, False, 0, self.hidden_size, hidden_out, threads,
                     self.variant, scratch,
-                    (layer, 0, project_scratch) if fused else None)
-                calls.append((layer, 0 if fused else project_threads, plan, outs[index],
-                              out_rows[index]))
+                    None if project_threads else (layer, 0, project_scratch))
+                calls.append((layer, project_threads, plan, outs[index], out_rows[index]))
             return calls, project_scratch
 
         bound_threads = calls = project_scratch = None

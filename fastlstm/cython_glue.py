@@ -200,6 +200,18 @@ def _threads_for(flops_per_step, n_blocks):
     return int(max(1, wanted)) if _kernels.openmp_enabled() else 1
 
 
+def thread_split(step_flops, n_blocks, n_steps, batch):
+    """(threads of the steps' team, threads of a separate input projection or 0).
+
+    The steps' team also runs the projection, each thread its own blocks, unless the
+    projection alone would use more threads (long inputs to a small layer).  Measured
+    on step1 (LSTM 256/256, one step), 2 threads: the team's projection keeps each
+    core's half of W_ih in its L2 across calls."""
+    step_threads = _threads_for(step_flops, n_blocks)
+    project_threads = _threads_for(step_flops * n_steps, n_steps * batch)
+    return step_threads, (project_threads if project_threads > step_threads else 0)
+
+
 def kernel_mode(mode, variant):
     """The kernels' mode for a cell type and variant (the original GRU has its own)."""
     if mode == "GRU" and not variant.linear_before_reset:
@@ -305,15 +317,10 @@ class _Workspace:
         self.threads = get_num_threads()
         self.kernel = KernelScratch(batch, hidden_size, hidden_out, self.threads, reset_before)
         step_flops = 2 * batch * hidden_out * n_blk * gates * UNITS
-        self.step_threads = _threads_for(step_flops, n_blk)
-        self.project_threads = _threads_for(step_flops * n_steps, n_steps * batch)
+        # project_threads 0: the steps' team projects (thread_split)
+        self.step_threads, self.project_threads = thread_split(step_flops, n_blk, n_steps, batch)
         self.project = (ProjectScratch(max(input_size, n_dirs * hidden_out), gates, self.threads)
                         if _AMX_CPU else None)
-        # The steps' thread team also runs the projection, each thread its own blocks,
-        # unless the projection alone would use more threads (long inputs to a small
-        # layer).  Measured on step1 (LSTM 256/256, one step), 2 threads: the fused
-        # projection keeps each core's half of W_ih in its L2 across calls.
-        self.fused = self.project_threads <= self.step_threads
         self.plans = {}  # id(packed layers) -> (packed layers, their SequencePlans)
 
     def plans_for(self, mode, layers, hidden_size, proj_size):
@@ -328,7 +335,7 @@ class _Workspace:
                                 bool(proj_size), self.h_state, self.c_state, self.h_full,
                                 self.n_active, d == 1, d * hidden_out, hidden_size, hidden_out,
                                 self.step_threads, variant, self.kernel,
-                                (layer, d, self.project) if self.fused else None)
+                                None if self.project_threads else (layer, d, self.project))
                   for d, direction in enumerate(layer.directions)]
                  for layer in layers]
         # plans hold their weights: keep those of at most _CACHED_STACKS layer stacks per
@@ -393,7 +400,7 @@ def run_layers(mode, layers, hidden_size, proj_size, x, h0, c0, lengths):
     layer_input = x
     for index, layer in enumerate(layers):
         rows = layer_input.reshape(n_steps * batch, -1)
-        if not ws.fused:
+        if ws.project_threads:
             project(gates, layer, rows, ws.xproj, ws.project_threads, ws.project)
             rows = None
         out = np.empty((n_steps, batch, n_dirs * hidden_out), np.float32)

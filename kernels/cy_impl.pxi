@@ -245,26 +245,55 @@ cdef inline bint _project_on_tiles(const SeqArgs *s) noexcept nogil:
     return s.p_rows > 0 and s.p_pairs != NULL and s.p_rows >= FL_AMX_MIN_ROWS
 
 
+cdef inline bint _pairs_cover(long K2p, long K) noexcept nogil:
+    """Whether 2*K2p, the K of weights in AMX pair order, is K rounded up to a multiple of 32."""
+    return K2p % 16 == 0 and K <= 2 * K2p < K + 32
+
+
+cdef bint _projection_pairs_fit(const uint16_t[:, :, :, ::1] w_pairs, long n_blocks, long width,
+                                long K, uint16_t[:, ::1] a16_scratch, float[:, ::1] stage,
+                                int n_threads):
+    """Whether the AMX projection's pair-order weights and per-thread scratch match
+    weights of n_blocks blocks of K x width for n_threads threads."""
+    cdef long K2p = w_pairs.shape[1]
+    return (w_pairs.shape[0] == n_blocks and w_pairs.shape[2] == width and _pairs_cover(K2p, K)
+            and a16_scratch is not None and stage is not None
+            and a16_scratch.shape[0] >= n_threads and stage.shape[0] >= n_threads
+            and a16_scratch.shape[1] >= FL_AMX_PARTS * FL_AMX_ROWS * 2 * K2p
+            and stage.shape[1] >= FL_AMX_ROWS * width)
+
+
 cdef inline long _block_at(long j, long b0, long b1, bint backwards) noexcept nogil:
     """The j-th block of [b0, b1), counted from b1 - 1 when ``backwards``."""
     return b1 - 1 - j if backwards else b0 + j
 
 
-cdef void _project_own_blocks(const SeqArgs *s, long b0, long b1, int tid) noexcept nogil:
-    """xproj columns of blocks [b0, b1) for all p_rows rows (the team's fused projection)."""
-    cdef long width = s.xwidth
-    cdef int G = width // FL_U
-    cdef float *out = s.xproj + s.xcol + b0 * width
-    cdef const float *wscale = s.p_scale + b0 * width if s.p_scale != NULL else NULL
-    if b1 <= b0:
+cdef void _project_part(int G, int wt, const void *w, const float *wscale, const float *bias,
+                       long K, long b0, long b1, const float *x, long ldx, float *out, long ldo,
+                       long r0, long r1, const uint16_t *pairs, long K2p, uint16_t *a16,
+                       float *stage) noexcept nogil:
+    """out rows [r0, r1), columns of blocks [b0, b1) = x @ those blocks' weights + bias: on
+    AMX tiles with ``pairs`` (the caller has configured the tiles), else FMAs.  w, wscale,
+    bias, pairs and out point at block 0; ``a16``, ``stage`` are this thread's scratch."""
+    cdef long width = G * FL_U
+    cdef const float *ws = wscale + b0 * width if wscale != NULL else NULL
+    if b1 <= b0 or r1 <= r0:
         return
-    if _project_on_tiles(s):  # the caller has configured the tiles
-        fl_project_amx(G, s.p_pairs + b0 * s.p_K2p * width * 2, s.p_K2p, wscale, b1 - b0, s.p_K,
-                       s.p_bias + b0 * width, s.p_x, s.p_ldx, out, s.ldx, 0, s.p_rows,
-                       s.p_a16 + tid * s.p_a16_stride, s.p_stage + tid * s.p_stage_stride)
+    if pairs != NULL:
+        fl_project_amx(G, pairs + b0 * K2p * width * 2, K2p, ws, b1 - b0, K, bias + b0 * width,
+                       x, ldx, out + b0 * width, ldo, r0, r1, a16, stage)
     else:
-        fl_project_rows(G, s.wt, _weights(s.wt, s.p_w, b0 * s.p_K * width), wscale, b1 - b0,
-                        s.p_K, s.p_bias + b0 * width, s.p_x, s.p_ldx, out, s.ldx, 0, s.p_rows)
+        fl_project_rows(G, wt, _weights(wt, w, b0 * K * width), ws, b1 - b0, K,
+                        bias + b0 * width, x, ldx, out + b0 * width, ldo, r0, r1)
+
+
+cdef inline void _project_own_blocks(const SeqArgs *s, long b0, long b1, int tid) noexcept nogil:
+    """xproj columns of blocks [b0, b1) for all p_rows rows (the team's fused projection)."""
+    cdef bint tiles = _project_on_tiles(s)
+    _project_part(s.xwidth // FL_U, s.wt, s.p_w, s.p_scale, s.p_bias, s.p_K, b0, b1, s.p_x,
+                  s.p_ldx, s.xproj + s.xcol, s.ldx, 0, s.p_rows, s.p_pairs if tiles else NULL,
+                  s.p_K2p, s.p_a16 + tid * s.p_a16_stride if tiles else NULL,
+                  s.p_stage + tid * s.p_stage_stride if tiles else NULL)
 
 
 cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier) noexcept nogil:
@@ -682,8 +711,8 @@ def bind_sequence(SequencePlan plan, int mode, float[:, :, ::1] xproj, long xcol
             s.amx = amx and fl_amx_usable()
     if s.wt == 1 and amx and wp is not None and fl_amx_usable():
         s.K2p = wp.shape[1]
-        if (wp.shape[0] != s.n_blk or wp.shape[2] != s.width or s.K2p % 16 or 2 * s.K2p < s.K
-                or 2 * s.K2p >= s.K + 32 or scratch is None or a16_scratch is None
+        if (wp.shape[0] != s.n_blk or wp.shape[2] != s.width or not _pairs_cover(s.K2p, s.K)
+                or scratch is None or a16_scratch is None
                 or a16_scratch.shape[0] < scratch.shape[0]
                 or a16_scratch.shape[1] < FL_AMX_PARTS * rows_pad * 2 * s.K2p
                 or scratch.shape[1] < FL_AMX_STACKED_TILE_ROWS(min(s.batch, FL_AMX_STACKED_ROWS))
@@ -742,12 +771,8 @@ def bind_projection(SequencePlan plan, const weight_t[:, :, ::1] w_blocks, const
     s.p_pairs = NULL
     if w_pairs is not None and fl_amx_usable():
         s.p_K2p = w_pairs.shape[1]
-        if (w_pairs.shape[0] != s.n_blk or w_pairs.shape[2] != s.xwidth or s.p_K2p % 16
-                or 2 * s.p_K2p < s.p_K or 2 * s.p_K2p >= s.p_K + 32 or a16_scratch is None
-                or stage is None or a16_scratch.shape[0] < plan.n_threads
-                or stage.shape[0] < plan.n_threads
-                or a16_scratch.shape[1] < FL_AMX_PARTS * FL_AMX_ROWS * 2 * s.p_K2p
-                or stage.shape[1] < FL_AMX_ROWS * s.xwidth):
+        if not _projection_pairs_fit(w_pairs, s.n_blk, s.xwidth, s.p_K, a16_scratch, stage,
+                                     plan.n_threads):
             raise ValueError("bind_projection: w_pairs, a16_scratch or stage do not match w_blocks")
         s.p_pairs = &w_pairs[0, 0, 0, 0]
         s.p_a16 = &a16_scratch[0, 0]
@@ -771,14 +796,14 @@ cdef void _project_thread(int G, int wt, const void *w, const float *wscale, lon
     hi *= tile
     if hi > n_rows:
         hi = n_rows
-    if hi > lo:
-        if w_pairs != NULL:
-            fl_amx_begin()
-            fl_project_amx(G, w_pairs, K2p, wscale, n_blocks, K, bias, x, ldx, out, ldo, lo, hi,
-                           a16 + tid * a16_stride, stage + tid * stage_stride)
-            fl_amx_end()
-        else:
-            fl_project_rows(G, wt, w, wscale, n_blocks, K, bias, x, ldx, out, ldo, lo, hi)
+    if hi > lo and w_pairs != NULL:
+        fl_amx_begin()
+        _project_part(G, wt, w, wscale, bias, K, 0, n_blocks, x, ldx, out, ldo, lo, hi, w_pairs,
+                      K2p, a16 + tid * a16_stride, stage + tid * stage_stride)
+        fl_amx_end()
+    elif hi > lo:
+        _project_part(G, wt, w, wscale, bias, K, 0, n_blocks, x, ldx, out, ldo, lo, hi, NULL, 0,
+                      NULL, NULL)
     fl_ftz_exit(csr)
 
 
@@ -811,11 +836,8 @@ def project(int gates, const weight_t[:, :, ::1] w_blocks, const float[::1] bias
         raise ValueError("int8 weights need their column scales")
     if w_pairs is not None and n_rows >= FL_AMX_MIN_ROWS and fl_amx_usable():
         K2p = w_pairs.shape[1]
-        if (w_pairs.shape[0] != n_blocks or w_pairs.shape[2] != gates * FL_U or K2p % 16
-                or 2 * K2p < K or 2 * K2p >= K + 32 or a16_scratch is None or stage is None
-                or a16_scratch.shape[0] < n_threads or stage.shape[0] < n_threads
-                or a16_scratch.shape[1] < FL_AMX_PARTS * FL_AMX_ROWS * 2 * K2p
-                or stage.shape[1] < FL_AMX_ROWS * gates * FL_U):
+        if not _projection_pairs_fit(w_pairs, n_blocks, gates * FL_U, K, a16_scratch, stage,
+                                     n_threads):
             raise ValueError("project: w_pairs, a16_scratch or stage do not match w_blocks")
         pairs = &w_pairs[0, 0, 0, 0]
         a16 = &a16_scratch[0, 0]
