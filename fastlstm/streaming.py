@@ -59,26 +59,58 @@ class _Plan:
                   the result already has that shape
     fast:         False for a batch-first chunk with B > 1 and T > 1, whose memory
                   order differs from the kernels' (copied through a transpose)
-    direct, direct_threads: the single kernel call ``run`` makes and the thread count
-                  it was bound at (see the engines' ``run.direct``), or None and -1
     """
 
-    __slots__ = ("run", "rows_shape", "out_shape", "kernel_shape", "fast", "direct",
-                 "direct_threads")
+    __slots__ = ("run", "rows_shape", "out_shape", "kernel_shape", "fast")
 
     def __init__(self, run, rows_shape, out_shape, kernel_shape, fast):
         self.run, self.rows_shape = run, rows_shape
         self.out_shape, self.kernel_shape = out_shape, kernel_shape
         self.fast = fast
-        self.direct, self.direct_threads = None, -1
 
-    def run_and_learn(self, rows, out):
-        """``run(rows, out)``, then learn the direct call for the current thread count
-        (callers use ``direct`` while ``direct_threads`` is the thread count)."""
-        self.run(rows, out)
+    def direct(self):
+        """(threads, SequencePlan) when ``run`` is that one plan's run at that thread
+        count (see the engines' ``run.direct``), else None."""
         found = getattr(self.run, "direct", None)
-        found = found() if found is not None else None
-        self.direct_threads, self.direct = found if found is not None else (-1, None)
+        return found() if found is not None else None
+
+
+class _Guard:
+    """The one-caller guard of a Stream where the Cython kernels (and their DirectCall)
+    are not built: list.pop/append are atomic; calls always take the Python path."""
+
+    __slots__ = ("_token",)
+
+    def __init__(self):
+        self._token = [None]
+
+    def __call__(self, chunk, out=None):
+        return None
+
+    def enter(self):
+        try:
+            self._token.pop()
+        except IndexError:
+            return False
+        return True
+
+    def leave(self):
+        self._token.append(None)
+
+    def bind(self, *args):
+        pass
+
+    def unbind(self):
+        pass
+
+
+def _direct_call(layer):
+    """The stream's guard and C fast path (kernels' DirectCall), or a _Guard."""
+    try:
+        from .cython_glue import _kernels
+    except ImportError:
+        return _Guard()
+    return _kernels.DirectCall(_threads, layer)
 
 
 class Stream:
@@ -104,7 +136,7 @@ class Stream:
     """
 
     __slots__ = ("layer", "batch_size", "_engine", "_state", "_plans", "_runners", "_fast_plans",
-                 "_out_seen", "_token")
+                 "_out_seen", "_direct")
 
     def __init__(self, layer, batch_size=1):
         _check_layer(layer, "layer")
@@ -116,25 +148,24 @@ class Stream:
         self._runners = {}   # T -> the engine's run(rows, out) for chunks of T steps
         self._fast_plans = {}  # the plans float32 C-contiguous chunks may take directly
         self._out_seen = None  # (buffer, plan, kernel view) of the last out= checked
-        # The one-caller guard: a call takes the token, a second caller finds the list
-        # empty.  list.pop/append are atomic; measured on lat_med (cold caches after the
-        # kernel) this costs 0.26 us a call, a threading.Lock 0.61 us.
-        self._token = [None]
+        # The one-caller guard, and the steady step in C for the chunk shape run last
+        # when that is one kernel call (a Cython stream of one layer)
+        self._direct = _direct_call(layer)
 
     # -- stepping --------------------------------------------------------------------------
 
     def __call__(self, chunk, out=None):
-        token = self._token
-        try:
-            token.pop()
-        except IndexError:
-            raise _busy("this Stream") from None
+        result = self._direct(chunk, out)
+        if result is not None:
+            return result
+        if not self._direct.enter():
+            raise _busy("this Stream")
         try:
             plan = self._fast_plans.get(chunk.shape) if type(chunk) is _NDARRAY else None
             if (plan is None or chunk.dtype is not _F32 or not chunk.flags.c_contiguous
                     or self.layer._layers is not self._engine.layers):
                 return self._call_checked(chunk, out)
-            # fast path: a float32 C-contiguous array of a shape seen before
+            # a float32 C-contiguous array of a shape seen before
             rows = chunk if plan.rows_shape is None else chunk.reshape(plan.rows_shape)
             if out is None:
                 result = np.empty(plan.out_shape, np.float32)
@@ -146,13 +177,11 @@ class Stream:
                 else:
                     view = self._check_out(out, plan)
                 result = out
-            if plan.direct_threads == _threads._num_threads:
-                plan.direct(rows, view)
-            else:
-                plan.run_and_learn(rows, view)
+            plan.run(rows, view)
+            self._learn_direct(plan, chunk.shape)
             return result
         finally:
-            token.append(None)
+            self._direct.leave()
 
     forward = __call__
 
@@ -160,10 +189,7 @@ class Stream:
         """Any chunk: validate and convert, then run (and learn the shape's plan)."""
         if self.layer._layers is not self._engine.layers:  # weights reloaded
             self._engine = make_engine(self.layer)
-            self._plans.clear()
-            self._fast_plans.clear()
-            self._runners.clear()
-            self._out_seen = None
+            self._forget_plans()
         x, batched = _validate.check_sequence_input(chunk, self.layer.input_size,
                                                     self.layer.batch_first)  # (T, B, I)
         n_steps, batch = x.shape[0], x.shape[1]
@@ -186,17 +212,32 @@ class Stream:
         result = out if out is not None else np.empty(plan.out_shape, np.float32)
         view = result if plan.kernel_shape is None else result.reshape(plan.kernel_shape)
         plan.run(x.reshape(n_steps * batch, -1), view)
+        if type(chunk) is _NDARRAY:
+            self._learn_direct(plan, chunk.shape)
         return result
+
+    def _learn_direct(self, plan, shape):
+        """Let the C path take the next chunk of this shape when ``plan`` runs one kernel
+        call (the run just made bound it at the current thread count)."""
+        found = plan.direct() if plan.fast else None
+        if found is not None:
+            threads, sequence_plan = found
+            self._direct.bind(sequence_plan, tuple(shape), plan.out_shape, threads,
+                              self._engine.layers)
+
+    def _forget_plans(self):
+        self._direct.unbind()
+        self._plans.clear()
+        self._fast_plans.clear()
+        self._runners.clear()
+        self._out_seen = None
 
     def _plan_for(self, shape, n_steps, batched):
         plan = self._plans.get(shape)
         if plan is not None:
             return plan
         if len(self._plans) >= _MAX_SHAPES:  # chunk sizes keep changing: bound the buffers
-            self._plans.clear()
-            self._fast_plans.clear()
-            self._runners.clear()
-            self._out_seen = None
+            self._forget_plans()
         run = self._runners.get(n_steps)
         if run is None:
             run = self._runners[n_steps] = self._engine.runner(self._state, n_steps)
@@ -236,13 +277,11 @@ class Stream:
     # -- state -----------------------------------------------------------------------------
 
     def _acquire(self):
-        try:
-            self._token.pop()
-        except IndexError:
-            raise _busy("this Stream") from None
+        if not self._direct.enter():
+            raise _busy("this Stream")
 
     def _release(self):
-        self._token.append(None)
+        self._direct.leave()
 
     @property
     def state(self):

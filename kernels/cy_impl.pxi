@@ -496,6 +496,13 @@ cdef float *_state_rows(object array, str name, long state, long batch, long uni
     return data + state * batch * units
 
 
+cdef inline void _carry_state(const SeqArgs *s) noexcept nogil:
+    """After an odd number of steps the final h is in h_state[1]: the next call starts
+    from h_state[0]."""
+    if s.n_steps % 2:
+        memcpy(s.h_state, s.h_state + s.batch * s.ld_state, s.batch * s.ld_state * sizeof(float))
+
+
 cdef class SequencePlan:
     """One direction of one layer bound to its buffers (``bind_sequence``) and, when the
     team also runs the input projection, to that (``bind_projection``).
@@ -517,7 +524,6 @@ cdef class SequencePlan:
         when None) before the steps and copied to h_n[state], c_n[state] after them;
         without, the bound state carries over from the last call (streams)."""
         cdef SeqArgs s = self.s
-        cdef fl_barrier_state barrier
         cdef cnp.npy_intp shape[3]
         cdef long i, final
         cdef long units = self.cell_units
@@ -562,15 +568,7 @@ cdef class SequencePlan:
                     memset(s.c_state + i * s.ldc, 0, units * sizeof(float))
                 elif has_c:
                     memcpy(s.c_state + i * s.ldc, c0_rows + i * units, units * sizeof(float))
-        barrier.count = 0
-        barrier.generation = 0
-        if self.n_threads <= 1:
-            with nogil:
-                _sequence_thread(&s, &barrier)
-        else:
-            with nogil, parallel(num_threads=self.n_threads):
-                _sequence_thread(&s, &barrier)
-        self.s.first_step_parity = (s.first_step_parity + s.n_steps) & 1
+        self._steps(&s)
         final = s.n_steps % 2
         if hn_rows != NULL:
             for i in range(s.batch):
@@ -578,9 +576,149 @@ cdef class SequencePlan:
                        s.hidden_out * sizeof(float))
                 if has_c:
                     memcpy(cn_rows + i * units, s.c_state + i * s.ldc, units * sizeof(float))
-        elif final:  # the state carries over: the next call starts from h_state[0]
-            memcpy(s.h_state, s.h_state + s.batch * s.ld_state,
-                   s.batch * s.ld_state * sizeof(float))
+        else:
+            _carry_state(&s)
+
+    cdef void _steps(self, SeqArgs *s) noexcept:
+        """Every step of s (this plan's arguments with the call's arrays), the GIL released."""
+        cdef fl_barrier_state barrier
+        barrier.count = 0
+        barrier.generation = 0
+        if self.n_threads <= 1:
+            with nogil:
+                _sequence_thread(s, &barrier)
+        else:
+            with nogil, parallel(num_threads=self.n_threads):
+                _sequence_thread(s, &barrier)
+        self.s.first_step_parity = (s.first_step_parity + s.n_steps) & 1
+
+
+cdef bint _same_dims(cnp.ndarray a, int ndim, const cnp.npy_intp *dims) noexcept:
+    cdef int i
+    if cnp.PyArray_NDIM(a) != ndim:
+        return False
+    for i in range(ndim):
+        if cnp.PyArray_DIM(a, i) != dims[i]:
+            return False
+    return True
+
+
+cdef bint _plain_floats(object array, bint writeable) noexcept:
+    """A float32, aligned, C-contiguous ndarray (writeable if asked)."""
+    if not cnp.PyArray_Check(array):
+        return False
+    cdef cnp.ndarray a = <cnp.ndarray>array
+    return (cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32 and cnp.PyArray_IS_C_CONTIGUOUS(a)
+            and cnp.PyArray_ISALIGNED(a) and (not writeable or cnp.PyArray_ISWRITEABLE(a)))
+
+
+cdef class DirectCall:
+    """A stream's steady step in C: its one-caller guard and, for chunks of the shape
+    bound last, the checks, the output and the plan's run.
+
+    DirectCall(threads_module, owner): the bound plan runs while
+    ``threads_module._num_threads`` is the count it was bound at and ``owner._layers``
+    is the object bound with it (weights not reloaded).
+    bind(plan, chunk_shape, out_shape, threads, layers): a plan that projects its own
+    input (bind_projection), for chunks (T*B rows of I, as 2 or 3 dims) and outputs
+    (T*B rows of >= H_out floats, as 2 or 3 dims) of exactly these shapes.
+    call(chunk, out=None): the result (out, or a new float32 array of out_shape), or
+    None when the call is not one it can take (the caller's checked path then runs,
+    under enter/leave): another shape, dtype or memory order, another thread count,
+    reloaded weights, or the stream in use by another thread.
+    enter(): False when another thread holds the stream, else takes it; leave() frees it.
+    Measured on lat_med, one step, over the kernels alone (bench/streams.py): s(x, out=buf)
+    +1.7 -> +0.8 us, s(x) +2.8 -> +0.9 us, against the same checks in Python.
+    """
+    cdef SequencePlan plan
+    cdef bint busy
+    cdef int in_ndim, out_ndim
+    cdef cnp.npy_intp in_dims[3]
+    cdef cnp.npy_intp out_dims[3]
+    cdef long ldy
+    cdef object threads_module, owner, layers, threads
+
+    def __init__(self, threads_module, owner):
+        self.threads_module = threads_module
+        self.owner = owner
+        self.plan = None
+        self.busy = False
+
+    def bind(self, SequencePlan plan not None, tuple chunk_shape, tuple out_shape, long threads,
+             layers):
+        cdef long rows = plan.s.n_steps * plan.s.batch
+        cdef long held
+        cdef int i, last
+        if not plan.refs or plan.projection_refs is None:
+            raise ValueError("bind: the plan must be bound, with its projection")
+        for name, shape in (("chunk_shape", chunk_shape), ("out_shape", out_shape)):
+            if not 2 <= len(shape) <= 3 or any(int(n) < 1 for n in shape):
+                raise ValueError(f"bind: {name} must have 2 or 3 positive sizes, got {shape}")
+            held = 1
+            for i in range(len(shape) - 1):  # (no negative indices: wraparound is off)
+                held *= int(shape[i])
+            if held != rows:
+                raise ValueError(f"bind: {name} {shape} does not hold the plan's {rows} rows")
+        last = len(chunk_shape) - 1
+        if chunk_shape[last] != plan.s.p_K:
+            raise ValueError(f"bind: chunk_shape {chunk_shape} must end in {plan.s.p_K}")
+        last = len(out_shape) - 1
+        if out_shape[last] < plan.s.out_col + plan.s.hidden_out:
+            raise ValueError(f"bind: out_shape {out_shape} must end in >= "
+                             f"{plan.s.out_col + plan.s.hidden_out}")
+        self.in_ndim = len(chunk_shape)
+        self.out_ndim = len(out_shape)
+        for i in range(self.in_ndim):
+            self.in_dims[i] = chunk_shape[i]
+        for i in range(self.out_ndim):
+            self.out_dims[i] = out_shape[i]
+        self.ldy = out_shape[last]
+        self.threads = threads
+        self.layers = layers
+        self.plan = plan
+
+    def unbind(self):
+        self.plan = None
+        self.layers = None
+
+    def enter(self):
+        if self.busy:
+            return False
+        self.busy = True
+        return True
+
+    def leave(self):
+        self.busy = False
+
+    def __call__(self, chunk, out=None):
+        cdef SequencePlan plan = self.plan
+        cdef cnp.ndarray result
+        cdef SeqArgs s
+        if (plan is None or self.busy or not _plain_floats(chunk, False)
+                or not _same_dims(<cnp.ndarray>chunk, self.in_ndim, self.in_dims)):
+            return None
+        if (self.threads_module._num_threads != self.threads
+                or self.owner._layers is not self.layers):
+            return None
+        if out is None:
+            result = cnp.PyArray_EMPTY(self.out_ndim, self.out_dims, cnp.NPY_FLOAT32, 0)
+        elif _plain_floats(out, True) and _same_dims(<cnp.ndarray>out, self.out_ndim, self.out_dims):
+            result = <cnp.ndarray>out
+        else:
+            return None
+        s = plan.s
+        s.out = <float *>cnp.PyArray_DATA(result)
+        s.ldy = self.ldy
+        s.p_x = <const float *>cnp.PyArray_DATA(<cnp.ndarray>chunk)
+        s.p_ldx = s.p_K
+        s.p_rows = s.n_steps * s.batch
+        self.busy = True
+        try:
+            plan._steps(&s)
+            _carry_state(&s)
+        finally:
+            self.busy = False
+        return result
 
 
 def bind_sequence(SequencePlan plan, int mode, float[:, :, ::1] xproj, long xcol,

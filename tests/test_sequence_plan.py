@@ -189,3 +189,88 @@ def test_replaced_weights_are_not_kept_alive_by_cached_plans(rng):
         layer(x)
     gc.collect()
     assert old() is None
+
+
+# -- DirectCall: a stream's steady step checked in C ------------------------------------------
+
+class _Owner:
+    """Stands for the layer: DirectCall runs while owner._layers is the bound object."""
+
+    def __init__(self):
+        self._layers = object()
+
+
+def _direct_call(chunk_shape=(3, 2, 5), out_shape=(3, 2, 17)):
+    from fastlstm import threads
+    plan, layer = _bound_plan()
+    owner = _Owner()
+    direct = cython_glue._kernels.DirectCall(threads, owner)
+    direct.bind(plan, chunk_shape, out_shape, threads._num_threads, owner._layers)
+    return direct, plan, layer, owner
+
+
+@pytest.mark.parametrize("chunk_shape, out_shape", [((3, 2, 5), (3, 2, 17)), ((6, 5), (6, 17)),
+                                                   ((2, 3, 5), (2, 3, 17))])
+def test_direct_call_runs_the_plan_and_carries_the_state(chunk_shape, out_shape, rng):
+    """Two calls of 3 steps continue one another, as PyTorch's 6-step call (the chunk and
+    out are T*B rows in any 2 or 3 dims; which is which is the caller's layout)."""
+    direct, _, layer, _ = _direct_call(chunk_shape, out_shape)
+    x = rng.normal(size=(6, 2, 5)).astype(np.float32)
+    first = direct(x[:3].reshape(chunk_shape))
+    buffer = np.empty(out_shape, np.float32)
+    second = direct(x[3:].reshape(chunk_shape), buffer)
+    assert first.shape == out_shape and first.dtype == np.float32 and second is buffer
+    with torch.no_grad():
+        expected, _ = _torch_lstm(layer)(torch.from_numpy(x))
+    got = np.concatenate([first.reshape(3, 2, 17), second.reshape(3, 2, 17)])
+    np.testing.assert_allclose(got, expected.numpy(), **TOLERANCE["torch"])
+
+
+def test_direct_call_declines_what_it_cannot_take(rng, restore_threads):
+    """None (the caller's checked path then runs) for anything but the bound case."""
+    direct, _, _, owner = _direct_call()
+    x = rng.normal(size=(3, 2, 5)).astype(np.float32)
+    declined = [
+        (x.astype(np.float64), None), (np.asfortranarray(x), None), (x[:2], None),
+        (x.reshape(6, 5), None), (x.tolist(), None),
+        (x, np.zeros((3, 2, 17), np.float64)), (x, np.zeros((3, 2, 18), np.float32)),
+        (x, np.zeros((3, 2, 34), np.float32)[:, :, ::2]), (x, [0.0]),
+    ]
+    read_only = np.zeros((3, 2, 17), np.float32)
+    read_only.flags.writeable = False
+    declined.append((x, read_only))
+    for chunk, buffer in declined:
+        assert direct(chunk, buffer) is None
+    assert direct.enter()  # held by a caller: declined, and a second enter fails
+    assert direct(x) is None and not direct.enter()
+    direct.leave()
+    assert direct(x) is not None
+    fastlstm.set_num_threads(fastlstm.get_num_threads() + 1)  # bound at another count
+    assert direct(x) is None
+    fastlstm.set_num_threads(fastlstm.get_num_threads() - 1)
+    owner._layers = object()  # weights reloaded
+    assert direct(x) is None
+    direct.bind(*_bound_plan()[:1], (3, 2, 5), (3, 2, 17), fastlstm.get_num_threads(),
+                owner._layers)
+    direct.unbind()
+    assert direct(x) is None
+
+
+@pytest.mark.parametrize("chunk_shape, out_shape, match", [
+    ((3, 2, 4), (3, 2, 17), "must end in 5"),
+    ((3, 3, 5), (3, 2, 17), "does not hold the plan's 6 rows"),
+    ((3, 2, 5), (6, 16), "must end in >= 17"),
+    ((3, 2, 5), (2, 17), "does not hold the plan's 6 rows"),
+    ((6,), (6, 17), "2 or 3 positive sizes"),
+    ((1, 6, 1, 5), (6, 17), "2 or 3 positive sizes"),
+    ((0, 5), (6, 17), "2 or 3 positive sizes"),
+])
+def test_direct_call_binds_only_shapes_that_fit_the_plan(chunk_shape, out_shape, match):
+    from fastlstm import threads
+    plan, _ = _bound_plan()
+    direct = cython_glue._kernels.DirectCall(threads, _Owner())
+    with pytest.raises(ValueError, match=match):
+        direct.bind(plan, chunk_shape, out_shape, 1, None)
+    unprojected, _ = _bound_plan(projection=False)
+    with pytest.raises(ValueError, match="with its projection"):
+        direct.bind(unprojected, (3, 2, 5), (3, 2, 17), 1, None)

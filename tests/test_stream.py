@@ -287,19 +287,23 @@ def test_thread_count_changes_between_steps(backend, rng, monkeypatch, restore_t
 
 
 def test_steady_steps_call_the_kernel_directly(rng):
-    """A one-layer Cython stream learns its single kernel call (the lean path)."""
+    """A one-layer Cython stream learns its single kernel call: the kernels' DirectCall then
+    takes float32 chunks of that shape, with the results of the checked path."""
     if "cython" not in fastlstm.available_backends():
         pytest.skip("the direct call is the Cython engine's")
     stream = make_layer("LSTM", "cython", rng).stream()
     x = rng.standard_normal((1, 5)).astype(np.float32)
-    stream(x)
-    stream(x)
-    plan = stream._plans[x.shape]
-    assert plan.direct is not None and plan.direct_threads == fastlstm.get_num_threads()
+    expected = np.concatenate([stream(x), stream(x)])
+    stream.reset()
+    first = stream._direct(x)  # the C path takes the learned shape from the first call on
+    assert first is not None
+    np.testing.assert_array_equal(np.concatenate([first, stream._direct(x)]), expected)
+    assert stream._direct(x.astype(np.float64)) is None  # the Python path converts it
+    assert stream._direct(np.ones((2, 5), np.float32)) is None  # another shape
     stacked = make_layer("LSTM", "cython", rng, num_layers=2).stream()
     stacked(x)
     stacked(x)
-    assert stacked._plans[x.shape].direct is None  # two kernel calls a step: the runner
+    assert stacked._direct(x) is None  # two kernel calls a step: the runner
 
 
 def test_many_chunk_shapes(backend, rng):
@@ -334,3 +338,24 @@ def test_resident_memory_flat_over_many_steps(backend, rng):
         stream(x, out=buffer)
     grown = _resident_bytes() - before
     assert grown < 1 << 20, f"resident memory grew by {grown} bytes over 20,000 steps"
+
+
+def test_without_the_cython_kernels_the_python_guard_serves(backend, rng, monkeypatch):
+    """Where DirectCall is not built, the stream's guard is streaming._Guard: every call
+    takes the Python path, with the same numbers and the same one-caller rule."""
+    from fastlstm import streaming
+    monkeypatch.setattr(streaming, "_direct_call", lambda layer: streaming._Guard())
+    layer = make_layer("LSTM", backend, rng)
+    x = rng.standard_normal((6, 1, 5)).astype(np.float32)
+    expected_out, expected_state = whole(layer, x)
+    stream = layer.stream()
+    assert isinstance(stream._direct, streaming._Guard)
+    outputs = [stream(x[t:t + 1]) for t in range(6)]
+    np.testing.assert_allclose(np.concatenate(outputs), expected_out, **CHUNKED)
+    assert_state_close(stream.state, expected_state, CHUNKED)
+    assert stream._direct(x[:1]) is None
+    assert stream._direct.enter()  # as if another thread were inside a call
+    with pytest.raises(RuntimeError, match="another thread"):
+        stream(x[:1])
+    stream._direct.leave()
+    stream(x[:1])
