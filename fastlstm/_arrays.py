@@ -20,8 +20,13 @@ def to_numpy(value):
     return np.asarray(value)
 
 
+_F32 = np.dtype(np.float32)
+
+
 def as_float32(value, name):
     """``value`` as a float32 array; integer, boolean, complex or object data -> TypeError."""
+    if type(value) is np.ndarray and value.dtype is _F32:  # the common case, first
+        return value
     array = to_numpy(value)
     if array.dtype.kind != "f":
         raise TypeError(

