@@ -61,18 +61,15 @@ class _Plan:
                   order differs from the kernels' (copied through a transpose)
     """
 
-    __slots__ = ("run", "rows_shape", "out_shape", "kernel_shape", "fast")
+    __slots__ = ("run", "rows_shape", "out_shape", "kernel_shape", "fast", "direct")
 
     def __init__(self, run, rows_shape, out_shape, kernel_shape, fast):
         self.run, self.rows_shape = run, rows_shape
         self.out_shape, self.kernel_shape = out_shape, kernel_shape
         self.fast = fast
-
-    def direct(self):
-        """(threads, SequencePlan) when ``run`` is that one plan's run at that thread
-        count (see the engines' ``run.direct``), else None."""
-        found = getattr(self.run, "direct", None)
-        return found() if found is not None else None
+        # () -> (threads, SequencePlan) when run is that one plan's run at that thread
+        # count, else None (the engines' run.direct); None when the engine has none
+        self.direct = getattr(run, "direct", None) if fast else None
 
 
 class _Guard:
@@ -158,8 +155,7 @@ class Stream:
         result = self._direct(chunk, out)
         if result is not None:
             return result
-        if not self._direct.enter():
-            raise _busy("this Stream")
+        self._acquire()
         try:
             plan = self._fast_plans.get(chunk.shape) if type(chunk) is _NDARRAY else None
             if (plan is None or chunk.dtype is not _F32 or not chunk.flags.c_contiguous
@@ -178,10 +174,11 @@ class Stream:
                     view = self._check_out(out, plan)
                 result = out
             plan.run(rows, view)
-            self._learn_direct(plan, chunk.shape)
+            if plan.direct is not None:
+                self._learn_direct(plan, chunk.shape)
             return result
         finally:
-            self._direct.leave()
+            self._release()
 
     forward = __call__
 
@@ -212,14 +209,14 @@ class Stream:
         result = out if out is not None else np.empty(plan.out_shape, np.float32)
         view = result if plan.kernel_shape is None else result.reshape(plan.kernel_shape)
         plan.run(x.reshape(n_steps * batch, -1), view)
-        if type(chunk) is _NDARRAY:
+        if plan.direct is not None and type(chunk) is _NDARRAY:
             self._learn_direct(plan, chunk.shape)
         return result
 
     def _learn_direct(self, plan, shape):
         """Let the C path take the next chunk of this shape when ``plan`` runs one kernel
         call (the run just made bound it at the current thread count)."""
-        found = plan.direct() if plan.fast else None
+        found = plan.direct()
         if found is not None:
             threads, sequence_plan = found
             self._direct.bind(sequence_plan, tuple(shape), plan.out_shape, threads,

@@ -464,6 +464,15 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier) noexcept
 cnp.import_array()
 
 
+cdef bint _plain_floats(object array, bint writeable) noexcept:
+    """A float32, aligned, C-contiguous ndarray (writeable if asked)."""
+    if not cnp.PyArray_Check(array):
+        return False
+    cdef cnp.ndarray a = <cnp.ndarray>array
+    return (cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32 and cnp.PyArray_IS_C_CONTIGUOUS(a)
+            and cnp.PyArray_ISALIGNED(a) and (not writeable or cnp.PyArray_ISWRITEABLE(a)))
+
+
 cdef float *_floats(object array, str name, int ndim, bint writeable,
                     cnp.npy_intp *shape) except NULL:
     """The data of ``array``, a float32, aligned, C-contiguous ndarray of ``ndim``
@@ -474,9 +483,7 @@ cdef float *_floats(object array, str name, int ndim, bint writeable,
     if not cnp.PyArray_Check(array):
         raise TypeError(f"{name}: expected a numpy array, got {type(array).__name__}")
     a = <cnp.ndarray>array
-    if (cnp.PyArray_TYPE(a) != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(a) != ndim
-            or not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISALIGNED(a)
-            or (writeable and not cnp.PyArray_ISWRITEABLE(a))):
+    if not _plain_floats(array, writeable) or cnp.PyArray_NDIM(a) != ndim:
         raise ValueError(f"{name}: expected a {ndim}-D float32 C-contiguous "
                          f"{'writeable ' if writeable else ''}array, got {array.dtype} "
                          f"{array.shape}")
@@ -601,15 +608,6 @@ cdef bint _same_dims(cnp.ndarray a, int ndim, const cnp.npy_intp *dims) noexcept
         if cnp.PyArray_DIM(a, i) != dims[i]:
             return False
     return True
-
-
-cdef bint _plain_floats(object array, bint writeable) noexcept:
-    """A float32, aligned, C-contiguous ndarray (writeable if asked)."""
-    if not cnp.PyArray_Check(array):
-        return False
-    cdef cnp.ndarray a = <cnp.ndarray>array
-    return (cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32 and cnp.PyArray_IS_C_CONTIGUOUS(a)
-            and cnp.PyArray_ISALIGNED(a) and (not writeable or cnp.PyArray_ISWRITEABLE(a)))
 
 
 cdef class DirectCall:
