@@ -39,7 +39,7 @@ _USE_VNNI = os.environ.get("FASTLSTM_VNNI", "1") != "0"
 # the AVX-512 paths.  The weights are also packed in the tiles' order only on such CPUs.
 _AMX_CPU = _kernels.cpu_supports_amx()
 _USE_AMX = os.environ.get("FASTLSTM_AMX", "1") != "0"
-AMX_ROWS, AMX_PARTS = _kernels.AMX_ROWS, _kernels.AMX_PARTS
+AMX_ROWS, AMX_PARTS, AMX_X_PARTS = _kernels.AMX_ROWS, _kernels.AMX_PARTS, _kernels.AMX_X_PARTS
 
 # Threads pay off once a step does enough work to cover the barrier.  Measured with
 # 2 threads vs 1 on an LSTM H/H, batch 1, 100 steps (idle machine, ms): H=48 (18
@@ -286,7 +286,7 @@ class ProjectScratch:
 
     def __init__(self, k_max, gates, threads):
         threads = max(1, threads)
-        self.a16 = aligned_zeros((threads, AMX_PARTS * AMX_ROWS * _round_up(k_max, 32)), np.uint16)
+        self.a16 = aligned_zeros((threads, AMX_X_PARTS * AMX_ROWS * _round_up(k_max, 32)), np.uint16)
         self.stage = aligned_zeros((threads, AMX_ROWS * gates * UNITS), np.float32)
 
 

@@ -2,11 +2,14 @@
 
 - fp32: float32 weights.
 - bf16: bfloat16 weights (round to nearest even), kept as their uint16 bits;
-  widened to float32 in registers, products accumulated in float32.
+  widened to float32 in registers (or multiplied on AMX tiles), products
+  accumulated in float32.
 - int8: symmetric int8 weights with one float32 scale per output row
   (max |w| of the row / 127); the recurrent input h is quantized per row and step
   (max |h| / 127) so the recurrent product is an exact integer sum (vpdpbusd on
-  AVX512-VNNI); the input x, biases and the cell state stay float32.
+  AVX512-VNNI); biases and the cell state stay float32.
+In both, the input projection multiplies x as the sum of its two leading bf16
+parts (16 significant bits; kernels/fastlstm_simd.h, FL_AMX_X_PARTS).
 Peephole weights, biases and states are float32 in every precision.
 """
 

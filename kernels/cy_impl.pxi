@@ -28,6 +28,7 @@ cdef extern from "fastlstm_simd.h" nogil:
         FL_AMX_ROWS
         FL_AMX_MIN_ROWS
         FL_AMX_PARTS
+        FL_AMX_X_PARTS
         FL_AMX_STACKED_ROWS
     long FL_AMX_STACKED_TILE_ROWS(long n)
     ctypedef struct fl_block_args:
@@ -74,6 +75,8 @@ cdef extern from "fastlstm_simd.h" nogil:
                         float *out, long ldo, long row0, long row1, uint16_t *a16, float *stage)
     void fl_bf16_split_rows(const float *x, long ldx, long K, long rows, uint16_t *out,
                             long part_stride, int n_parts, long lda)
+    void fl_bf16_parts_sum_rows(const float *x, long ldx, long K, long rows, float *out, long ldo,
+                                int n_parts)
     int fl_amx_usable()
     void fl_amx_begin()
     void fl_amx_end()
@@ -103,6 +106,7 @@ RNN_RELU = FL_RNN_RELU
 UNITS_PER_BLOCK = FL_U
 AMX_ROWS = FL_AMX_ROWS
 AMX_PARTS = FL_AMX_PARTS
+AMX_X_PARTS = FL_AMX_X_PARTS
 
 
 def amx_stacked_scratch_rows(long batch):
@@ -147,6 +151,22 @@ def bf16_split(const float[:, ::1] x, uint16_t[:, :, ::1] parts):
     with nogil:
         fl_bf16_split_rows(&x[0, 0], x.shape[1], x.shape[1], x.shape[0], &parts[0, 0, 0],
                            parts.shape[1] * parts.shape[2], parts.shape[0], parts.shape[2])
+
+
+def bf16_parts_sum(const float[:, ::1] x, float[:, ::1] out, int n_parts):
+    """out (N, K) = the sums of the n_parts bf16 parts of x (N, K) that bf16_split
+    writes: what bf16 and int8 weights multiply in the input projection (n_parts =
+    AMX_X_PARTS)."""
+    if out.shape[0] != x.shape[0] or out.shape[1] != x.shape[1]:
+        raise ValueError(f"bf16_parts_sum: out must be ({x.shape[0]}, {x.shape[1]}), "
+                         f"got ({out.shape[0]}, {out.shape[1]})")
+    if n_parts < 1:
+        raise ValueError(f"bf16_parts_sum: n_parts must be >= 1, got {n_parts}")
+    if x.shape[0] == 0:
+        return
+    with nogil:
+        fl_bf16_parts_sum_rows(&x[0, 0], x.shape[1], x.shape[1], x.shape[0], &out[0, 0],
+                               out.shape[1], n_parts)
 
 
 def cpu_supports_avx2():
@@ -259,7 +279,7 @@ cdef bint _projection_pairs_fit(const uint16_t[:, :, :, ::1] w_pairs, long n_blo
     return (w_pairs.shape[0] == n_blocks and w_pairs.shape[2] == width and _pairs_cover(K2p, K)
             and a16_scratch is not None and stage is not None
             and a16_scratch.shape[0] >= n_threads and stage.shape[0] >= n_threads
-            and a16_scratch.shape[1] >= FL_AMX_PARTS * FL_AMX_ROWS * 2 * K2p
+            and a16_scratch.shape[1] >= FL_AMX_X_PARTS * FL_AMX_ROWS * 2 * K2p
             and stage.shape[1] >= FL_AMX_ROWS * width)
 
 
@@ -953,8 +973,10 @@ def project(int gates, const weight_t[:, :, ::1] w_blocks, const float[::1] bias
     bias and scale (int8 column scales) (n_blocks*G*16,) IN; out OUT.
     With w_pairs (n_blocks, K2, G*16, 2) (the same weights as bfloat16 bits in pair
     order, 2*K2 = K rounded up to a multiple of 32), a16_scratch (threads,
-    AMX_PARTS*64*K2) and stage (threads, 32*G*16), and at least 16 rows on a CPU
-    with AMX, the product runs on AMX tiles with x split in AMX_PARTS bf16 parts.
+    AMX_X_PARTS*32*2*K2) and stage (threads, 32*G*16), and at least 16 rows on a CPU
+    with AMX, the product runs on AMX tiles with x split in AMX_X_PARTS bf16 parts.
+    bf16 and int8 weights multiply x as the sum of those parts on every path (see
+    bf16_parts_sum).
     """
     cdef long n_rows = x.shape[0]
     cdef int wt = 0 if weight_t is float else (1 if weight_t is cython.ushort else 2)

@@ -15,10 +15,12 @@
  * A rows are padded the same way; row counts are padded to FL_AMX_ROWS by the
  * caller's buffers (the extra rows compute values nobody reads).
  *
- * Activations (x, and h for bf16 weights) are split in FL_AMX_PARTS bf16 parts
- * summing to the float (fl_bf16_split_rows) and every part is multiplied, so the
- * products are those of the fp32-activation paths up to fp32 rounding, and a
- * layer's results do not depend on which path a batch size picks.  Measured on
+ * Activations are split in bf16 parts (fl_bf16_split_rows) and every part is
+ * multiplied: h (for bf16 weights) in FL_AMX_PARTS, which sum to the float, and x
+ * in FL_AMX_X_PARTS, whose sum the other paths multiply too
+ * (fl_bf16_parts_sum_rows).  So the products are those of the vector paths up to
+ * fp32 rounding, and a layer's results do not depend on which path a batch size
+ * picks.  Measured (before x took two parts, fastlstm_simd.h has that) on
  * a bf16 LSTM 256/256, batch 64, 100 steps, 1 thread (median of 7 calls): the
  * AVX-512 path widening weights 59.5 ms; AMX with 1 part 13.6 ms, but 1.5x the
  * output error (3.1e-3 vs 2.1e-3 from fp32) and results that change with the
@@ -79,6 +81,40 @@ static void fl_bf16_split_rows(const float *x, long ldx, long K, long rows, uint
     }
 }
 
+/* Rows of K floats x (stride ldx) -> rows of the sums of their n_parts bf16 parts
+ * (out, stride ldo): the values fl_bf16_split_rows's parts stand for.  The sum is
+ * exact (x with its low bits rounded off), and a bf16 or int8 weight times it is
+ * exact in fp32 for n_parts <= 2, so FMAs on these floats and AMX products of the
+ * parts differ only in the order of the fp32 sums. */
+static void fl_bf16_parts_sum_rows(const float *x, long ldx, long K, long rows, float *out,
+                                   long ldo, int n_parts)
+{
+    for (long r = 0; r < rows; r++) {
+        const float *xr = x + r * ldx;
+        float *o = out + r * ldo;
+        long k = 0;
+        for (; k + FL_U <= K; k += FL_U) {
+            v16 rest = v_load(xr + k), sum = v_splat(0.0f);
+            for (int p = 0; p < n_parts; p++) {
+                const v16 part = (v16)fl_bf16_round((fl_v16u32)rest);
+                sum += part;
+                rest -= part;
+            }
+            v_store(o + k, sum);
+        }
+        for (; k < K; k++) {
+            float rest = xr[k], sum = 0.0f;
+            for (int p = 0; p < n_parts; p++) {
+                const uint32_t bits = fl_bf16_round1(rest);
+                float part;
+                memcpy(&part, &bits, 4);
+                sum += part;
+                rest -= part;
+            }
+            o[k] = sum;
+        }
+    }
+}
 
 #if defined(__AVX512F__) && defined(__x86_64__) && defined(__linux__)
 #include <sys/syscall.h>

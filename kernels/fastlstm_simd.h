@@ -46,6 +46,13 @@
 #define FL_AMX_ROWS 32
 #define FL_AMX_MIN_ROWS 16
 #define FL_AMX_PARTS 3
+/* x, the input projection's activations, in two bf16 parts: 16 significant bits, a
+ * relative change of at most 2^-17, against the 2^-9 of the weights' rounding.  h
+ * keeps three (exact), so the recurrence itself adds no rounding that could differ
+ * between paths.  Measured, 1 thread, median ms (AMX), three parts -> two, builds
+ * alternated: bf16 LSTM 256/256 batch 64 x 100 steps 22.8 -> 17.6-18.4, GRU 15.1 ->
+ * 12.2; lat_med bf16 0.667-0.704 -> 0.584-0.586, int8 0.426-0.427 -> 0.355-0.358. */
+#define FL_AMX_X_PARTS 2
 /* bf16 recurrent products on AMX up to FL_AMX_STACKED_ROWS rows: the parts of each
  * row stacked as rows of the tiles (fl_block_amx_stacked), so every weight tile
  * serves all parts and no tile row is padding.  Measured on a bf16 LSTM 256/256, 100
@@ -673,52 +680,82 @@ static void fl_block(int mode, long n_rows, const fl_block_args *args, float *sc
 #undef FL_ROWS
 }
 
+#include "fastlstm_amx.h"
+
+/* Rows [r0, p1) of one block's columns of the input projection, K chunk [k0, k0 + kc):
+ * out tiles (+)= x rows (xr, stride ldp, already offset to k0) @ the chunk's weights
+ * w; on the last chunk the int8 column scales and the bias are applied. */
+FL_INLINE void fl_project_chunk(int G, int wt, const void *w, const float *wscale,
+                                const float *bias, const float *xr, long ldp, float *o, long ldo,
+                                long rows, long k0, long kc, int last)
+{
+    v16 acc[FL_MAX_ROWS][4];
+    for (long r0 = 0; r0 < rows; r0 += FL_MAX_ROWS) {
+        const long R = rows - r0 < FL_MAX_ROWS ? rows - r0 : FL_MAX_ROWS;
+        const float *x = xr + r0 * ldp;
+        float *out = o + r0 * ldo;
+        for (long r = 0; r < R; r++)
+            for (int g = 0; g < G; g++)
+                acc[r][g] = k0 ? v_load(out + r * ldo + g * FL_U) : v_splat(0.0f);
+        switch (R) {
+        case 4: fl_tile_g(G, 4, wt, w, x, ldp, kc, acc, 1); break;
+        case 3: fl_tile_g(G, 3, wt, w, x, ldp, kc, acc, 1); break;
+        case 2: fl_tile_g(G, 2, wt, w, x, ldp, kc, acc, 1); break;
+        default: fl_tile_g(G, 1, wt, w, x, ldp, kc, acc, 1); break;
+        }
+        for (long r = 0; r < R; r++)
+            for (int g = 0; g < G; g++) {
+                v16 v = acc[r][g];
+                if (last && wscale) v *= v_load(wscale + g * FL_U);
+                if (last) v += v_load(bias + g * FL_U);
+                v_store(out + r * ldo + g * FL_U, v);
+            }
+    }
+}
+
 /* out (N, ldo) = x (N, ldx) @ w_blocks + bias: the input projection.
  * w_blocks: n_blocks blocks of (K, G, 16) of weight type wt; bias and wscale (int8
  * column scales, or NULL) (n_blocks * G * 16,).
  * Rows [row0, row1) only, so threads can split the rows.  Loop order: panels of
- * rows, then blocks, then tiles of rows, so each block's weights are read once
- * per panel rather than once per tile. */
+ * rows, then blocks, then K chunks, then tiles of rows, so each block's weights are
+ * read once per panel rather than once per tile.
+ * bf16 and int8 weights multiply x as the sum of its FL_AMX_X_PARTS leading bf16
+ * parts, as the AMX tiles do (fl_bf16_parts_sum_rows), so both paths give the same
+ * results up to fp32 rounding.  Their K chunks come before the blocks, so a panel's
+ * chunk of x is rounded once for all blocks; fp32 keeps blocks first, which keeps a
+ * block's partial sums in L1 between chunks (fp32 6400 x 512 @ 512 x 2048, harness,
+ * 1 thread: 186 GFLOP/s blocks first, 160 chunks first). */
 static void fl_project_rows(int G, int wt, const void *w_blocks, const float *wscale, long n_blocks,
                             long K, const float *bias, const float *x, long ldx, float *out,
                             long ldo, long row0, long row1)
 {
-    v16 acc[FL_MAX_ROWS][4];
     const long width = (long)G * FL_U;
+    float x_parts[wt == FL_F32 ? 1 : FL_PANEL_ROWS * FL_KCHUNK];
     for (long p0 = row0; p0 < row1; p0 += FL_PANEL_ROWS) {
         const long p1 = p0 + FL_PANEL_ROWS < row1 ? p0 + FL_PANEL_ROWS : row1;
-        for (long blk = 0; blk < n_blocks; blk++) {
-            for (long k0 = 0; k0 < K; k0 += FL_KCHUNK) {
-                const long kc = K - k0 < FL_KCHUNK ? K - k0 : FL_KCHUNK;
-                const void *w = fl_wptr(wt, w_blocks, (blk * K + k0) * width);
-                const int last = k0 + kc == K;
-                for (long r0 = p0; r0 < p1; r0 += FL_MAX_ROWS) {
-                    const long R = p1 - r0 < FL_MAX_ROWS ? p1 - r0 : FL_MAX_ROWS;
-                    const float *xr = x + r0 * ldx + k0;
-                    float *o = out + r0 * ldo + blk * width;
-                    for (long r = 0; r < R; r++)
-                        for (int g = 0; g < G; g++)
-                            acc[r][g] = k0 ? v_load(o + r * ldo + g * FL_U) : v_splat(0.0f);
-                    switch (R) {
-                    case 4: fl_tile_g(G, 4, wt, w, xr, ldx, kc, acc, 1); break;
-                    case 3: fl_tile_g(G, 3, wt, w, xr, ldx, kc, acc, 1); break;
-                    case 2: fl_tile_g(G, 2, wt, w, xr, ldx, kc, acc, 1); break;
-                    default: fl_tile_g(G, 1, wt, w, xr, ldx, kc, acc, 1); break;
-                    }
-                    for (long r = 0; r < R; r++)
-                        for (int g = 0; g < G; g++) {
-                            v16 v = acc[r][g];
-                            if (last && wscale) v *= v_load(wscale + blk * width + g * FL_U);
-                            if (last) v += v_load(bias + blk * width + g * FL_U);
-                            v_store(o + r * ldo + g * FL_U, v);
-                        }
+        if (wt == FL_F32) {
+            for (long blk = 0; blk < n_blocks; blk++)
+                for (long k0 = 0; k0 < K; k0 += FL_KCHUNK) {
+                    const long kc = K - k0 < FL_KCHUNK ? K - k0 : FL_KCHUNK;
+                    fl_project_chunk(G, wt, fl_wptr(wt, w_blocks, (blk * K + k0) * width), NULL,
+                                     bias + blk * width, x + p0 * ldx + k0, ldx,
+                                     out + p0 * ldo + blk * width, ldo, p1 - p0, k0, kc,
+                                     k0 + kc == K);
                 }
-            }
+            continue;
+        }
+        for (long k0 = 0; k0 < K; k0 += FL_KCHUNK) {
+            const long kc = K - k0 < FL_KCHUNK ? K - k0 : FL_KCHUNK;
+            fl_bf16_parts_sum_rows(x + p0 * ldx + k0, ldx, kc, p1 - p0, x_parts, FL_KCHUNK,
+                                   FL_AMX_X_PARTS);
+            for (long blk = 0; blk < n_blocks; blk++)
+                fl_project_chunk(G, wt, fl_wptr(wt, w_blocks, (blk * K + k0) * width),
+                                 wscale ? wscale + blk * width : NULL, bias + blk * width,
+                                 x_parts, FL_KCHUNK, out + p0 * ldo + blk * width, ldo, p1 - p0,
+                                 k0, kc, k0 + kc == K);
         }
     }
 }
-
-#include "fastlstm_amx.h"
 
 #if FL_HAVE_AMX
 /* One block at many rows on AMX: the products into scratch (rows padded to
@@ -767,9 +804,9 @@ static void fl_block_amx_stacked(int mode, long n_rows, const fl_block_args *arg
 }
 
 /* The input projection on AMX: out rows [row0, row1) = x @ w + bias, x split in
- * FL_AMX_PARTS bf16 parts, weights in pair order (n_blocks, K2p, G*16, 2) (bf16, or int8
+ * FL_AMX_X_PARTS bf16 parts, weights in pair order (n_blocks, K2p, G*16, 2) (bf16, or int8
  * values, exact in bf16, with their column scales wscale).
- * a16: FL_AMX_PARTS * FL_AMX_ROWS * 2*K2p bf16 and stage: FL_AMX_ROWS * G*16 floats of scratch. */
+ * a16: FL_AMX_X_PARTS * FL_AMX_ROWS * 2*K2p bf16 and stage: FL_AMX_ROWS * G*16 floats of scratch. */
 static void fl_project_amx(int G, const uint16_t *w_pairs, long K2p, const float *wscale,
                            long n_blocks, long K, const float *bias, const float *x, long ldx,
                            float *out, long ldo, long row0, long row1, uint16_t *a16,
@@ -778,10 +815,10 @@ static void fl_project_amx(int G, const uint16_t *w_pairs, long K2p, const float
     const long width = (long)G * FL_U, lda = 2 * K2p, part = FL_AMX_ROWS * lda;
     for (long p0 = row0; p0 < row1; p0 += FL_AMX_ROWS) {
         const long n = row1 - p0 < FL_AMX_ROWS ? row1 - p0 : FL_AMX_ROWS;
-        fl_bf16_split_rows(x + p0 * ldx, ldx, K, n, a16, part, FL_AMX_PARTS, lda);
+        fl_bf16_split_rows(x + p0 * ldx, ldx, K, n, a16, part, FL_AMX_X_PARTS, lda);
         for (long blk = 0; blk < n_blocks; blk++) {
             fl_amx_gates(G, FL_AMX_ROWS, 0, (const uint8_t *)a16, lda * 2, part * 2,
-                         FL_AMX_PARTS, K2p / 16, (const uint8_t *)(w_pairs + blk * K2p * width * 2),
+                         FL_AMX_X_PARTS, K2p / 16, (const uint8_t *)(w_pairs + blk * K2p * width * 2),
                          NULL, stage, width);
             for (long r = 0; r < n; r++)
                 for (long c = 0; c < width; c += FL_U) {

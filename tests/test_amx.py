@@ -16,7 +16,7 @@ import torch
 
 import fastlstm
 from fastlstm import cython_glue
-from test_precision import ATOL, int8_reference, rounded_module
+from test_precision import ATOL, int8_reference, rounded_module, two_bf16_parts
 
 HAS_AMX = cython_glue._AMX_CPU
 # AMX on and off differ by fp32 rounding of sums taken in another order
@@ -56,7 +56,7 @@ def test_bf16_at_tile_sizes_matches_torch_on_rounded_weights(mode, kwargs, input
     lengths = _lengths(rng, batch, steps)
     with torch.inference_mode():
         packed = torch.nn.utils.rnn.pack_padded_sequence(
-            torch.from_numpy(x), torch.from_numpy(lengths), enforce_sorted=False)
+            torch.from_numpy(two_bf16_parts(x)), torch.from_numpy(lengths), enforce_sorted=False)
         out, _ = rounded_module(module, "bf16")(packed)
         out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, total_length=steps)
     layer = getattr(fastlstm, mode).from_torch(module, precision="bf16")
@@ -124,6 +124,34 @@ def test_bf16_split_parts_sum_to_the_floats(rows, columns, rng):
     np.testing.assert_array_equal(values[0, :, :columns], first)  # round to nearest even
     error = np.abs(values.sum(axis=0)[:, :columns] - x)
     assert np.all(error <= np.abs(x) * 2.0 ** -24)
+
+
+@pytest.mark.parametrize("rows, columns", [(1, 1), (3, 17), (37, 129), (16, 32)])
+def test_bf16_parts_sum_is_what_the_split_parts_stand_for(rows, columns, rng):
+    """The floats the vector paths multiply by bf16/int8 weights are the sums of the
+    parts the AMX tiles multiply; for x's two parts, hi + lo of torch's rounding."""
+    kernels = cython_glue._kernels
+    x = (rng.normal(size=(rows, columns)) * 10.0 ** rng.integers(-6, 6, size=(rows, columns)))
+    x = x.astype(np.float32)
+    parts = np.zeros((cython_glue.AMX_PARTS, rows, columns), np.uint16)
+    kernels.bf16_split(x, parts)
+    values = (parts.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+    for n_parts in range(1, cython_glue.AMX_PARTS + 1):
+        out = np.full_like(x, np.nan)
+        kernels.bf16_parts_sum(x, out, n_parts)
+        np.testing.assert_array_equal(out, values[:n_parts].sum(axis=0))
+        assert np.all(np.abs(out - x.astype(np.float64)) <= np.abs(x) * 2.0 ** (-8 * n_parts))
+    out = np.empty_like(x)
+    kernels.bf16_parts_sum(x, out, cython_glue.AMX_X_PARTS)
+    np.testing.assert_array_equal(out, two_bf16_parts(x))
+
+
+def test_bf16_parts_sum_rejects_bad_arguments():
+    x = np.zeros((3, 40), np.float32)
+    with pytest.raises(ValueError, match=r"out must be \(3, 40\)"):
+        cython_glue._kernels.bf16_parts_sum(x, np.zeros((3, 39), np.float32), 2)
+    with pytest.raises(ValueError, match="n_parts must be >= 1"):
+        cython_glue._kernels.bf16_parts_sum(x, np.zeros((3, 40), np.float32), 0)
 
 
 def test_bf16_split_rejects_a_short_buffer():

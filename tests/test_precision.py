@@ -2,8 +2,12 @@
 
 The references are independent of fastlstm's own conversion code: bf16
 rounding is torch's ``Tensor.to(torch.bfloat16)``; int8 is the symmetric
-per-row formula written out below.  bf16 layers must match PyTorch fp32 run on
-the rounded weights to 1e-5 (only stored weights are reduced).  int8 layers also
+per-row formula written out below.  Reduced weights multiply a layer's input x
+as the sum of its two leading bf16 parts (``two_bf16_parts``, 16 significant
+bits), so the references are given that input.  bf16 layers must match PyTorch
+fp32 run on the rounded weights to 1e-5 (only weights and x are reduced; the
+inputs of deeper layers are rounded the same way, a change of at most 2^-17
+relative that the tolerance covers).  int8 layers also
 quantize the recurrent input h per row and step (symmetric, scale max|h|/127),
 so they are checked against ``int8_reference`` below, a float64 loop written
 from those equations, to 1e-5.
@@ -38,6 +42,14 @@ def reference_int8(weight):
 
 
 ROUNDERS = {"bf16": torch_bf16, "int8": reference_int8}
+
+
+def two_bf16_parts(x):
+    """float32 x -> hi + lo with hi = x rounded to bf16 and lo = (x - hi) rounded to
+    bf16: the input values bf16 and int8 weights multiply."""
+    x = np.asarray(x, dtype=np.float32)
+    hi = torch_bf16(x)
+    return hi + torch_bf16(x - hi)
 
 
 def quantized(h):
@@ -88,6 +100,7 @@ def int8_reference(mode, state, num_layers, bidirectional, x, lengths, hidden, p
     hidden_out = proj or hidden
     layer_input = x.astype(np.float64)
     for layer in range(num_layers):
+        layer_input = two_bf16_parts(layer_input.astype(np.float32)).astype(np.float64)
         out = np.zeros((steps, batch, len(directions) * hidden_out))
         for d, suffix in enumerate(directions):
             tag = f"_l{layer}{suffix}"
@@ -159,7 +172,8 @@ def test_layer_matches_torch_on_rounded_weights(mode, kwargs, input_size, hidden
     lengths = np.array([7, 1, 4])
     with torch.inference_mode():
         packed = torch.nn.utils.rnn.pack_padded_sequence(
-            torch.from_numpy(x), torch.from_numpy(lengths), batch_first=bool(kwargs.get("batch_first")),
+            torch.from_numpy(two_bf16_parts(x)), torch.from_numpy(lengths),
+            batch_first=bool(kwargs.get("batch_first")),
             enforce_sorted=False)
         out, state = rounded_module(module, precision)(packed)
         out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=bool(kwargs.get("batch_first")),
@@ -224,10 +238,10 @@ def test_int8_paths_are_identical(rng, monkeypatch):
 def test_cell_matches_torch_on_rounded_weights(cell_class, precision, rng):
     torch.manual_seed(int(rng.integers(1 << 30)))
     module = getattr(torch.nn, cell_class)(17, 37)
-    x = torch.from_numpy(rng.normal(size=(3, 17)).astype(np.float32))
+    x = rng.normal(size=(3, 17)).astype(np.float32)
     with torch.inference_mode():
-        ref = rounded_module(module, precision)(x)
-    got = getattr(fastlstm, cell_class).from_torch(module, precision=precision)(x.numpy())
+        ref = rounded_module(module, precision)(torch.from_numpy(two_bf16_parts(x)))
+    got = getattr(fastlstm, cell_class).from_torch(module, precision=precision)(x)
     for got_part, ref_part in zip(got if cell_class == "LSTMCell" else (got,),
                                   ref if cell_class == "LSTMCell" else (ref,)):
         np.testing.assert_allclose(got_part, ref_part.numpy(), atol=ATOL, rtol=0)
@@ -253,8 +267,8 @@ def test_variants_in_reduced_precision(variant, precision, rng):
                                         **variant).load_state_dict(rounded)
     x = rng.normal(size=(7, 3, 17)).astype(np.float32)
     lengths = np.array([2, 7, 5])
-    np.testing.assert_allclose(reduced(x, lengths=lengths)[0], reference(x, lengths=lengths)[0],
-                               atol=ATOL, rtol=0)
+    np.testing.assert_allclose(reduced(x, lengths=lengths)[0],
+                               reference(two_bf16_parts(x), lengths=lengths)[0], atol=ATOL, rtol=0)
 
 
 def test_with_precision_converts_a_copy(rng):
@@ -292,7 +306,7 @@ def test_load_with_precision(tmp_path, rng):
     assert fastlstm.load(str(path), precision="int8").precision == "int8"
     x = rng.normal(size=(7, 2, 17)).astype(np.float32)
     with torch.inference_mode():
-        ref = rounded_module(module, "bf16")(torch.from_numpy(x))[0].numpy()
+        ref = rounded_module(module, "bf16")(torch.from_numpy(two_bf16_parts(x)))[0].numpy()
     assert layer.precision == "bf16"
     np.testing.assert_allclose(layer(x)[0], ref, atol=ATOL, rtol=0)
 
