@@ -60,9 +60,10 @@
  *   batch 1: 1.22 with no tiles (FASTLSTM_AMX=0), 1.06 with only the projection on
  *            tiles, 0.74 stacked; 5: 4.51 -> 1.83;
  *   16: 7.38 on the FL_AMX_ROWS path -> 5.85; 31: 10.8 stacked vs 13.2 at 32 there;
- *   from 32 rows the stacked rows go through the 2x2-tile loop (fl_amx_gates), which
- *   loads fewer weight tiles than 16-row tiles: 48: 19.5 -> 17.2; 64: 24.3 -> 22.4;
- *   128: 49.4 -> 48.4.
+ *   from 32 rows (and wherever the stacked rows fill 32-row tile pairs, see
+ *   fl_block_amx_stacked) the stacked rows go through the 2x2-tile loop
+ *   (fl_amx_gates), which loads fewer weight tiles than 16-row tiles: 48: 19.5 ->
+ *   17.2; 64: 24.3 -> 22.4; 128: 49.4 -> 48.4.
  * Above FL_AMX_STACKED_ROWS the FL_AMX_ROWS path runs: its scratch does not grow with
  * the batch. */
 #define FL_AMX_STACKED_ROWS 128
@@ -786,7 +787,12 @@ static void fl_block_amx_stacked(int mode, long n_rows, const fl_block_args *arg
 {
     const int G = fl_gates(mode);
     const long ldg = (long)G * FL_U, lda = args->lda16 * 2;
-    if (n_rows >= 32)
+    /* Stacked rows that fill 32-row tile pairs go through the 2x2-tile loop, which loads
+     * each weight tile once for 32 rows (LSTM 256/256 bf16, 100 steps, 1 thread, builds
+     * alternated, ms: batch 6 2.00 -> 1.80, 8 2.22 -> 2.06, stack_bi 10.9 -> 10.1);
+     * rounding up to a pair instead (batch 12: 36 rows -> 64, not 48) was slower, 3.3-3.6
+     * -> 3.7. */
+    if (FL_AMX_STACKED_TILE_ROWS(n_rows) % 32 == 0)
         fl_amx_gates(G, FL_AMX_STACKED_TILE_ROWS(n_rows), 0, (const uint8_t *)args->a16, lda, 0,
                      1, args->K2p / 16, (const uint8_t *)args->wp, NULL, scratch, ldg);
     else

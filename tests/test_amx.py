@@ -36,6 +36,7 @@ CASES = [
     ("RNN", {}, 1, 37, 129),
     ("LSTM", {}, 17, 129, 1),
     ("GRU", {}, 5, 37, 3),
+    ("LSTM", dict(num_layers=2), 17, 37, 8),  # stacked parts fill one 32-row tile pair
 ]
 
 
@@ -80,7 +81,7 @@ def test_int8_at_tile_sizes_matches_the_quantized_reference(mode, kwargs, input_
 
 
 @pytest.mark.skipif(not HAS_AMX, reason="this CPU has no AMX: one path only")
-@pytest.mark.parametrize("batch", [1, 5, 40])
+@pytest.mark.parametrize("batch", [1, 5, 8, 40])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
 @pytest.mark.parametrize("variant", [dict(), dict(peephole=True, coupled_input_forget=True, clip=0.5),
