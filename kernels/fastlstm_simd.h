@@ -683,9 +683,10 @@ static void fl_block(int mode, long n_rows, const fl_block_args *args, float *sc
 
 #include "fastlstm_amx.h"
 
-/* Rows [r0, p1) of one block's columns of the input projection, K chunk [k0, k0 + kc):
- * out tiles (+)= x rows (xr, stride ldp, already offset to k0) @ the chunk's weights
- * w; on the last chunk the int8 column scales and the bias are applied. */
+/* One K chunk [k0, k0 + kc) of ``rows`` rows of one block's columns of the input
+ * projection: o (stride ldo) (+)= x rows (xr, stride ldp, already offset to k0) @ the
+ * chunk's weights w; on the last chunk the int8 column scales (wscale, or NULL) and
+ * the bias are applied.  wscale, bias and o point at the block's columns. */
 FL_INLINE void fl_project_chunk(int G, int wt, const void *w, const float *wscale,
                                 const float *bias, const float *xr, long ldp, float *o, long ldo,
                                 long rows, long k0, long kc, int last)
@@ -738,7 +739,8 @@ static void fl_project_rows(int G, int wt, const void *w_blocks, const float *ws
             for (long blk = 0; blk < n_blocks; blk++)
                 for (long k0 = 0; k0 < K; k0 += FL_KCHUNK) {
                     const long kc = K - k0 < FL_KCHUNK ? K - k0 : FL_KCHUNK;
-                    fl_project_chunk(G, wt, fl_wptr(wt, w_blocks, (blk * K + k0) * width), NULL,
+                    fl_project_chunk(G, wt, fl_wptr(wt, w_blocks, (blk * K + k0) * width),
+                                     wscale ? wscale + blk * width : NULL,
                                      bias + blk * width, x + p0 * ldx + k0, ldx,
                                      out + p0 * ldo + blk * width, ldo, p1 - p0, k0, kc,
                                      k0 + kc == K);
