@@ -171,15 +171,24 @@ FL_INLINE v16 v_select(v16i mask, v16 a, v16 b)  /* mask ? a : b, lane-wise */
 
 /* exp(x): 2^n * p(r), r = x - n ln2 in [-ln2/2, ln2/2], p the degree-6 Taylor
  * polynomial (relative error < 2e-7).  Inputs are clamped so 2^n stays a normal
- * number; NaN passes through the clamps and the polynomial as NaN. */
+ * number; NaN passes through the clamps and the polynomial as NaN.  With AVX-512
+ * the clamps are vmaxps/vminps (they return their second operand, x, for NaN) and
+ * vscalefps applies 2^n: the same values bit for bit (checked over a million
+ * floats across the whole range), and the LSTM pointwise pass 12-14% faster
+ * (harness, 1 thread, H 256: batch 8 2.19 -> 1.92 ns a unit, 64 2.05 -> 1.76); in
+ * whole runs within the machine's noise (bf16 stack_bi 10.8 -> 10.4 ms, builds
+ * alternated three times). */
 FL_INLINE v16 v_exp(v16 x)
 {
+#if defined(__AVX512F__)
+    x = (v16)_mm512_min_ps(_mm512_set1_ps(88.3f), _mm512_max_ps(_mm512_set1_ps(-87.3f), (__m512)x));
+#else
     const v16 hi = v_splat(88.3f), lo = v_splat(-87.3f);
     x = v_select(x > hi, hi, x);
     x = v_select(x < lo, lo, x);
+#endif
     const v16 shifter = v_splat(12582912.0f); /* 1.5 * 2^23: rounds to nearest */
     v16 t = x * 1.44269504088896341f + shifter;
-    v16i n = (v16i)t - 0x4B400000;
     v16 fn = t - shifter;
     v16 r = x - fn * 0.693359375f;
     r = r - fn * -2.12194440e-4f;
@@ -190,8 +199,12 @@ FL_INLINE v16 v_exp(v16 x)
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    v16 scale = (v16)((n + 127) << 23);
-    return p * scale;
+#if defined(__AVX512F__)
+    return (v16)_mm512_scalef_ps((__m512)p, (__m512)fn);
+#else
+    v16i n = (v16i)t - 0x4B400000;
+    return p * (v16)((n + 127) << 23);
+#endif
 }
 
 /* Plain division.  A 14-bit vrcp14ps estimate plus a Newton step was tried: the
