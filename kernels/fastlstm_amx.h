@@ -46,10 +46,28 @@ FL_INLINE uint32_t fl_bf16_round1(float x)
     return (bits + 0x7FFFu + ((bits >> 16) & 1u)) & 0xFFFF0000u;
 }
 
+/* The next bf16 part of *rest (as float bits, low half clear): RNE(*rest), which is
+ * then taken out of *rest.  Each part takes 8 more bits of the float's mantissa. */
+FL_INLINE fl_v16u32 fl_bf16_take(v16 *rest)
+{
+    const fl_v16u32 part = fl_bf16_round((fl_v16u32)*rest);
+    *rest -= (v16)part;
+    return part;
+}
+
+FL_INLINE uint32_t fl_bf16_take1(float *rest)
+{
+    const uint32_t part = fl_bf16_round1(*rest);
+    float value;
+    memcpy(&value, &part, 4);
+    *rest -= value;
+    return part;
+}
+
 /* x -> n_parts bf16 rows whose sum is x: part 0 = RNE(x), part p = RNE(x - the
- * parts before it).  Each part takes 8 more bits of x's mantissa; three take all
- * 24.  Rows of K floats (stride ldx) to rows of lda bf16 (part p at
- * out + p * part_stride), K..lda zero-filled. */
+ * parts before it); three take all 24 bits of the mantissa.  Rows of K floats
+ * (stride ldx) to rows of lda bf16 (part p at out + p * part_stride), K..lda
+ * zero-filled. */
 static void fl_bf16_split_rows(const float *x, long ldx, long K, long rows, uint16_t *out,
                                long part_stride, int n_parts, long lda)
 {
@@ -60,21 +78,15 @@ static void fl_bf16_split_rows(const float *x, long ldx, long K, long rows, uint
         for (; k + FL_U <= K; k += FL_U) {
             v16 rest = v_load(xr + k);
             for (int p = 0; p < n_parts; p++) {
-                const fl_v16u32 part = fl_bf16_round((fl_v16u32)rest);
-                const fl_v16u16 part16 = __builtin_convertvector(part >> 16, fl_v16u16);
+                const fl_v16u16 part16 = __builtin_convertvector(fl_bf16_take(&rest) >> 16,
+                                                                 fl_v16u16);
                 memcpy(row + p * part_stride + k, &part16, sizeof part16);
-                rest -= (v16)part;
             }
         }
         for (; k < K; k++) {
             float rest = xr[k];
-            for (int p = 0; p < n_parts; p++) {
-                const uint32_t part = fl_bf16_round1(rest);
-                float value;
-                memcpy(&value, &part, 4);
-                row[p * part_stride + k] = (uint16_t)(part >> 16);
-                rest -= value;
-            }
+            for (int p = 0; p < n_parts; p++)
+                row[p * part_stride + k] = (uint16_t)(fl_bf16_take1(&rest) >> 16);
         }
         for (; k < lda; k++)
             for (int p = 0; p < n_parts; p++) row[p * part_stride + k] = 0;
@@ -95,21 +107,16 @@ static void fl_bf16_parts_sum_rows(const float *x, long ldx, long K, long rows, 
         long k = 0;
         for (; k + FL_U <= K; k += FL_U) {
             v16 rest = v_load(xr + k), sum = v_splat(0.0f);
-            for (int p = 0; p < n_parts; p++) {
-                const v16 part = (v16)fl_bf16_round((fl_v16u32)rest);
-                sum += part;
-                rest -= part;
-            }
+            for (int p = 0; p < n_parts; p++) sum += (v16)fl_bf16_take(&rest);
             v_store(o + k, sum);
         }
         for (; k < K; k++) {
             float rest = xr[k], sum = 0.0f;
             for (int p = 0; p < n_parts; p++) {
-                const uint32_t bits = fl_bf16_round1(rest);
+                const uint32_t bits = fl_bf16_take1(&rest);
                 float part;
                 memcpy(&part, &bits, 4);
                 sum += part;
-                rest -= part;
             }
             o[k] = sum;
         }

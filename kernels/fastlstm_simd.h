@@ -641,66 +641,12 @@ FL_INLINE void fl_prefetch_x(int mode, long n_rows, const fl_block_args *a)
         for (int g = 0; g < G; g++) __builtin_prefetch(a->x + r * a->ldx + g * FL_U);
 }
 
-/* Many rows: the product over K in chunks whose weights stay in L1 while every
- * row tile passes, partial sums kept in scratch (n_rows, G*16); then pointwise. */
-static void fl_block_chunked(int mode, long n_rows, const fl_block_args *args, float *scratch)
-{
-    const int G = fl_gates(mode);
-    const long ldg = (long)G * FL_U;
-    v16 acc[FL_MAX_ROWS][4];
-    fl_prefetch_x(mode, n_rows, args);
-    for (long k0 = 0; k0 < args->K; k0 += FL_KCHUNK) {
-        const long kc = args->K - k0 < FL_KCHUNK ? args->K - k0 : FL_KCHUNK;
-        const void *w = fl_wptr(args->wt, args->w, k0 * ldg);
-        for (long r0 = 0; r0 < n_rows; r0 += FL_MAX_ROWS) {
-            const long R = n_rows - r0 < FL_MAX_ROWS ? n_rows - r0 : FL_MAX_ROWS;
-            float *gates = scratch + r0 * ldg;
-            const float *h = args->hq ? args->hq + r0 * args->ldq + k0 : args->h + r0 * args->ldh + k0;
-            const long ldh = args->hq ? args->ldq : args->ldh;
-            for (long r = 0; r < R; r++)
-                for (int g = 0; g < G; g++)
-                    acc[r][g] = k0 ? v_load(gates + r * ldg + g * FL_U) : v_splat(0.0f);
-            switch (R) {
-            case 4: fl_tile_mode(mode, 4, args->wt, w, h, ldh, kc, acc, 1); break;
-            case 3: fl_tile_mode(mode, 3, args->wt, w, h, ldh, kc, acc, 1); break;
-            case 2: fl_tile_mode(mode, 2, args->wt, w, h, ldh, kc, acc, 1); break;
-            default: fl_tile_mode(mode, 1, args->wt, w, h, ldh, kc, acc, 1); break;
-            }
-            for (long r = 0; r < R; r++)
-                for (int g = 0; g < G; g++) v_store(gates + r * ldg + g * FL_U, acc[r][g]);
-        }
-    }
-    fl_pointwise_from(mode, n_rows, args, scratch);
-}
-
-/* One block, n_rows rows (any count), in tiles of FL_MAX_ROWS.  scratch
- * (n_rows * G * 16 floats, or NULL) enables the K-chunked path for many rows. */
-static void fl_block(int mode, long n_rows, const fl_block_args *args, float *scratch)
-{
-    /* int8 with vpdpbusd reads a quarter of the bytes: a block's weights stay in L1
-     * across row tiles without K chunks */
-    if (scratch && n_rows > FL_MAX_ROWS && args->K > FL_KCHUNK && !args->wq) {
-        fl_block_chunked(mode, n_rows, args, scratch);
-        return;
-    }
-    fl_block_args a = *args;
-    long r = 0;
-    for (; r + FL_MAX_ROWS <= n_rows; r += FL_MAX_ROWS) {
-        fl_block_rows(mode, FL_MAX_ROWS, &a);
-        fl_advance(mode, &a, FL_MAX_ROWS);
-    }
-#define FL_ROWS(RR) fl_block_rows(mode, RR, &a)
-    FL_ROW_TAIL(FL_ROWS)
-#undef FL_ROWS
-}
-
-#include "fastlstm_amx.h"
-
-/* One K chunk [k0, k0 + kc) of ``rows`` rows of one block's columns of the input
- * projection: o (stride ldo) (+)= x rows (xr, stride ldp, already offset to k0) @ the
- * chunk's weights w; on the last chunk the int8 column scales (wscale, or NULL) and
- * the bias are applied.  wscale, bias and o point at the block's columns. */
-FL_INLINE void fl_project_chunk(int G, int wt, const void *w, const float *wscale,
+/* One K chunk [k0, k0 + kc) of a product of ``rows`` rows with one block's weights:
+ * o (stride ldo) (+)= x rows (xr, stride ldp, already offset to k0) @ the chunk's
+ * weights w, in tiles of FL_MAX_ROWS rows; on the ``last`` chunk the int8 column scales
+ * (wscale, or NULL) and the bias are applied (neither is read otherwise).  wscale,
+ * bias and o point at the block's columns. */
+FL_INLINE void fl_chunk_product(int G, int wt, const void *w, const float *wscale,
                                 const float *bias, const float *xr, long ldp, float *o, long ldo,
                                 long rows, long k0, long kc, int last)
 {
@@ -728,6 +674,46 @@ FL_INLINE void fl_project_chunk(int G, int wt, const void *w, const float *wscal
     }
 }
 
+/* Many rows: the product over K in chunks whose weights stay in L1 while every
+ * row tile passes, partial sums kept in scratch (n_rows, G*16); then pointwise. */
+static void fl_block_chunked(int mode, long n_rows, const fl_block_args *args, float *scratch)
+{
+    const int G = fl_gates(mode);
+    const long ldg = (long)G * FL_U;
+    const float *h = args->hq ? args->hq : args->h;
+    const long ldh = args->hq ? args->ldq : args->ldh;
+    fl_prefetch_x(mode, n_rows, args);
+    for (long k0 = 0; k0 < args->K; k0 += FL_KCHUNK) {
+        const long kc = args->K - k0 < FL_KCHUNK ? args->K - k0 : FL_KCHUNK;
+        fl_chunk_product(G, args->wt, fl_wptr(args->wt, args->w, k0 * ldg), NULL, NULL, h + k0,
+                         ldh, scratch, ldg, n_rows, k0, kc, 0);
+    }
+    fl_pointwise_from(mode, n_rows, args, scratch);
+}
+
+/* One block, n_rows rows (any count), in tiles of FL_MAX_ROWS.  scratch
+ * (n_rows * G * 16 floats, or NULL) enables the K-chunked path for many rows. */
+static void fl_block(int mode, long n_rows, const fl_block_args *args, float *scratch)
+{
+    /* int8 with vpdpbusd reads a quarter of the bytes: a block's weights stay in L1
+     * across row tiles without K chunks */
+    if (scratch && n_rows > FL_MAX_ROWS && args->K > FL_KCHUNK && !args->wq) {
+        fl_block_chunked(mode, n_rows, args, scratch);
+        return;
+    }
+    fl_block_args a = *args;
+    long r = 0;
+    for (; r + FL_MAX_ROWS <= n_rows; r += FL_MAX_ROWS) {
+        fl_block_rows(mode, FL_MAX_ROWS, &a);
+        fl_advance(mode, &a, FL_MAX_ROWS);
+    }
+#define FL_ROWS(RR) fl_block_rows(mode, RR, &a)
+    FL_ROW_TAIL(FL_ROWS)
+#undef FL_ROWS
+}
+
+#include "fastlstm_amx.h"
+
 /* out (N, ldo) = x (N, ldx) @ w_blocks + bias: the input projection.
  * w_blocks: n_blocks blocks of (K, G, 16) of weight type wt; bias and wscale (int8
  * column scales, or NULL) (n_blocks * G * 16,).
@@ -752,7 +738,7 @@ static void fl_project_rows(int G, int wt, const void *w_blocks, const float *ws
             for (long blk = 0; blk < n_blocks; blk++)
                 for (long k0 = 0; k0 < K; k0 += FL_KCHUNK) {
                     const long kc = K - k0 < FL_KCHUNK ? K - k0 : FL_KCHUNK;
-                    fl_project_chunk(G, wt, fl_wptr(wt, w_blocks, (blk * K + k0) * width),
+                    fl_chunk_product(G, wt, fl_wptr(wt, w_blocks, (blk * K + k0) * width),
                                      wscale ? wscale + blk * width : NULL,
                                      bias + blk * width, x + p0 * ldx + k0, ldx,
                                      out + p0 * ldo + blk * width, ldo, p1 - p0, k0, kc,
@@ -765,7 +751,7 @@ static void fl_project_rows(int G, int wt, const void *w_blocks, const float *ws
             fl_bf16_parts_sum_rows(x + p0 * ldx + k0, ldx, kc, p1 - p0, x_parts, FL_KCHUNK,
                                    FL_AMX_X_PARTS);
             for (long blk = 0; blk < n_blocks; blk++)
-                fl_project_chunk(G, wt, fl_wptr(wt, w_blocks, (blk * K + k0) * width),
+                fl_chunk_product(G, wt, fl_wptr(wt, w_blocks, (blk * K + k0) * width),
                                  wscale ? wscale + blk * width : NULL, bias + blk * width,
                                  x_parts, FL_KCHUNK, out + p0 * ldo + blk * width, ldo, p1 - p0,
                                  k0, kc, k0 + kc == K);
