@@ -182,17 +182,26 @@ static FL_AMX_TARGET void fl_amx_end(void) { _tile_release(); }
  * bytes; B: (n_chunks * 16, G*16, 64/16 bytes) in pair (bf16) or quad (int8) order.
  * bf16 (int8 = 0): fp32 sums.  int8: A holds q + 128 as u8 and B int8 (one part);
  * the int32 sums, less 128 * wsum, are converted to floats, so the result is the
- * exact integer sum of q * w.  rows: a multiple of FL_AMX_ROWS. */
+ * exact integer sum of q * w.  bias (G*16 floats, bf16 only) or NULL: added to every
+ * row (the tiles start from it).  rows: a multiple of FL_AMX_ROWS. */
 static FL_AMX_TARGET void fl_amx_gates(int G, long rows, int int8, const uint8_t *a, long lda,
                                        long part, int parts, long n_chunks, const uint8_t *b,
-                                       const int32_t *wsum, float *gates, long ldg)
+                                       const int32_t *wsum, const float *bias, float *gates,
+                                       long ldg)
 {
     const long width = (long)G * FL_U, ldb = width * 4, chunk = 16 * ldb, ldg_bytes = ldg * 4;
     for (long r0 = 0; r0 < rows; r0 += FL_AMX_ROWS) {
         for (int g = 0; g < G; g += 2) {
             const int pair = g + 1 < G;
             const uint8_t *bg = b + g * 64;
-            _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+            if (bias) {  /* stride 0: every row of the tile starts as the bias */
+                _tile_loadd(0, bias + g * FL_U, 0);
+                _tile_loadd(2, bias + g * FL_U, 0);
+                _tile_loadd(1, bias + (g + pair) * FL_U, 0);
+                _tile_loadd(3, bias + (g + pair) * FL_U, 0);
+            } else {
+                _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+            }
             for (long k = 0; k < n_chunks; k++) {
                 _tile_loadd(6, bg + k * chunk, ldb);
                 if (pair) _tile_loadd(7, bg + k * chunk + 64, ldb);
