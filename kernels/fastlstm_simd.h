@@ -814,6 +814,11 @@ static void fl_block_amx_stacked(int mode, long n_rows, const fl_block_args *arg
  * FL_AMX_X_PARTS bf16 parts, weights in pair order (n_blocks, K2p, G*16, 2) (bf16, or int8
  * values, exact in bf16, with their column scales wscale).
  * a16: FL_AMX_X_PARTS * FL_AMX_ROWS * 2*K2p bf16 and stage: FL_AMX_ROWS * G*16 floats of scratch.
+ * fp32 weights stay on FMAs (fl_project_rows): their product on tiles as six bf16 products
+ * (x and w in three parts each, the terms of order <= 2) ran 6400 x 256 @ 256 x 1024 in
+ * 15 ms against the FMAs' 18-22 ms in a harness, but in fastlstm bench (FASTLSTM_AMX on and
+ * off alternated twice) no config got faster: lat_small 1t 0.24 vs 0.21 ms, gru_med 1t
+ * 0.83-0.90 vs 0.73-0.81, thr_med 1t 44.9 vs 40.0-43.6, gru_thr 2t 19.5 vs 16.6-17.8.
  * Full panels of unscaled (bf16) weights start their tiles from the bias and store them
  * straight into out; the rest go through stage.  Without the stage pass, bf16 256/256,
  * batch 64 x 100 steps, median ms, builds alternated 6 times: LSTM 1 thread 17.3-17.9
