@@ -245,6 +245,7 @@ ctypedef struct SeqArgs:
     long p_a16_stride
     float *p_stage          # (threads, p_stage_stride) AMX products of one panel
     long p_stage_stride
+    int p_scratch_threads   # threads p_a16 and p_stage have rows for
     int first_step_parity   # blocks run backwards at steps of this parity (see the loop)
 
 
@@ -307,18 +308,19 @@ cdef void _project_part(int G, int wt, const void *w, const float *wscale, const
                         bias + b0 * width, x, ldx, out + b0 * width, ldo, r0, r1)
 
 
-cdef inline void _project_own_blocks(const SeqArgs *s, long b0, long b1, int tid) noexcept nogil:
+cdef inline void _project_own_blocks(const SeqArgs *s, long b0, long b1, int slot) noexcept nogil:
     """xproj columns of blocks [b0, b1) for all p_rows rows (the team's fused projection)."""
     cdef bint tiles = _project_on_tiles(s)
     _project_part(s.xwidth // FL_U, s.wt, s.p_w, s.p_scale, s.p_bias, s.p_K, b0, b1, s.p_x,
                   s.p_ldx, s.xproj + s.xcol, s.ldx, 0, s.p_rows, s.p_pairs if tiles else NULL,
-                  s.p_K2p, s.p_a16 + tid * s.p_a16_stride if tiles else NULL,
-                  s.p_stage + tid * s.p_stage_stride if tiles else NULL)
+                  s.p_K2p, s.p_a16 + slot * s.p_a16_stride if tiles else NULL,
+                  s.p_stage + slot * s.p_stage_stride if tiles else NULL)
 
 
-cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier) noexcept nogil:
-    cdef int n_threads = fl_num_threads()
-    cdef int tid = fl_thread_id()
+cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier, int tid, int n_threads,
+                           int slot) noexcept nogil:
+    """Thread tid of a team of n_threads running s's steps (barrier: the team's), with the
+    per-thread scratch rows ``slot``."""
     cdef long b0, b1, p0, p1, u0, u1, step, t, n_act, blk, i, j
     cdef bint backwards
     cdef float *h_cur
@@ -330,17 +332,17 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier) noexcept
     cdef float *hscale = NULL
     cdef uint8_t *hu8 = NULL
     cdef uint16_t *a16 = NULL
-    cdef bint amx = s.amx and tid < s.scratch_threads
+    cdef bint amx = s.amx and slot < s.scratch_threads
     cdef bint amx_step, stacked_step
     cdef long rows_pad = (s.batch + FL_AMX_ROWS - 1) // FL_AMX_ROWS * FL_AMX_ROWS
     cdef unsigned csr = fl_ftz_enter()
-    if tid < s.scratch_threads:
-        scratch = s.scratch + tid * s.scratch_stride
+    if slot < s.scratch_threads:
+        scratch = s.scratch + slot * s.scratch_stride
         if s.quantize:
-            hq = s.q_scratch + tid * s.batch * (s.ldq + 1)
+            hq = s.q_scratch + slot * s.batch * (s.ldq + 1)
             hscale = hq + s.batch * s.ldq
             if s.wq != NULL:
-                hu8 = s.u8_scratch + tid * rows_pad * s.ldu
+                hu8 = s.u8_scratch + slot * rows_pad * s.ldu
     _share(s.n_blk, n_threads, tid, &b0, &b1)
     _share(s.n_pblk, n_threads, tid, &p0, &p1)
     # the state units this thread owns: its blocks, or its projection blocks
@@ -357,13 +359,13 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier) noexcept
     if amx or _project_on_tiles(s):
         fl_amx_begin()
     if amx and s.wp != NULL:
-        a16 = s.a16_scratch + tid * s.a16_stride
+        a16 = s.a16_scratch + slot * s.a16_stride
     # One step (and no tiles, which would split x again per block): each block is
     # projected just before its step, so the step reads W_ih and W_hh block by block
     # (and backwards on alternate calls, below).
     cdef bint project_per_block = s.p_rows and s.n_steps == 1 and not _project_on_tiles(s)
     if s.p_rows and not project_per_block:
-        _project_own_blocks(s, b0, b1, tid)
+        _project_own_blocks(s, b0, b1, slot)
     memset(&a, 0, sizeof(a))
     a.wt = s.wt
     a.coupled = s.coupled
@@ -401,7 +403,7 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier) noexcept
         for j in range(b1 - b0):
             blk = _block_at(j, b0, b1, backwards)
             if project_per_block:
-                _project_own_blocks(s, blk, blk + 1, tid)
+                _project_own_blocks(s, blk, blk + 1, slot)
             a.w = _weights(s.wt, s.w_hh, blk * s.K * s.width)
             a.wscale = s.scale_hh + blk * s.width if s.scale_hh != NULL else NULL
             a.K = s.K
@@ -551,14 +553,17 @@ cdef class SequencePlan:
         when None) before the steps and copied to h_n[state], c_n[state] after them;
         without, the bound state carries over from the last call (streams)."""
         cdef SeqArgs s = self.s
+        self._begin(&s, x, out, h0, c0, h_n, c_n, state)
+        self._steps(&s)
+        self._end(&s, h_n, c_n, state)
+
+    cdef int _begin(self, SeqArgs *s, x, out, h0, c0, h_n, c_n, long state) except -1:
+        """Check x and out into s, and set the bound state from h0, c0 (see run)."""
         cdef cnp.npy_intp shape[3]
-        cdef long i, final
+        cdef long i
         cdef long units = self.cell_units
-        cdef bint has_c = units > 0
         cdef float *h0_rows = NULL
         cdef float *c0_rows = NULL
-        cdef float *hn_rows = NULL
-        cdef float *cn_rows = NULL
         if not self.refs:
             raise ValueError("run: the plan is not bound (call bind_sequence first)")
         s.out = _floats(out, "out", 3, True, shape)
@@ -575,36 +580,48 @@ cdef class SequencePlan:
                                  f"got {(shape[0], shape[1])}")
             s.p_ldx = shape[1]
             s.p_rows = shape[0]
-        if h_n is not None:
-            hn_rows = _state_rows(h_n, "h_n", state, s.batch, s.hidden_out, True)
-            if h0 is not None:
-                h0_rows = _state_rows(h0, "h0", state, s.batch, s.hidden_out, False)
-            if has_c:
-                if c_n is None:
-                    raise ValueError("c_n: the LSTM's final cell state needs a buffer")
-                cn_rows = _state_rows(c_n, "c_n", state, s.batch, units, True)
-                if c0 is not None:
-                    c0_rows = _state_rows(c0, "c0", state, s.batch, units, False)
-            for i in range(s.batch):
-                if h0_rows == NULL:
-                    memset(s.h_state + i * s.ld_state, 0, s.hidden_out * sizeof(float))
-                else:
-                    memcpy(s.h_state + i * s.ld_state, h0_rows + i * s.hidden_out,
-                           s.hidden_out * sizeof(float))
-                if has_c and c0_rows == NULL:
-                    memset(s.c_state + i * s.ldc, 0, units * sizeof(float))
-                elif has_c:
-                    memcpy(s.c_state + i * s.ldc, c0_rows + i * units, units * sizeof(float))
-        self._steps(&s)
-        final = s.n_steps % 2
-        if hn_rows != NULL:
-            for i in range(s.batch):
-                memcpy(hn_rows + i * s.hidden_out, s.h_state + (final * s.batch + i) * s.ld_state,
+        if h_n is None:
+            return 0
+        _state_rows(h_n, "h_n", state, s.batch, s.hidden_out, True)
+        if h0 is not None:
+            h0_rows = _state_rows(h0, "h0", state, s.batch, s.hidden_out, False)
+        if units:
+            if c_n is None:
+                raise ValueError("c_n: the LSTM's final cell state needs a buffer")
+            _state_rows(c_n, "c_n", state, s.batch, units, True)
+            if c0 is not None:
+                c0_rows = _state_rows(c0, "c0", state, s.batch, units, False)
+        for i in range(s.batch):
+            if h0_rows == NULL:
+                memset(s.h_state + i * s.ld_state, 0, s.hidden_out * sizeof(float))
+            else:
+                memcpy(s.h_state + i * s.ld_state, h0_rows + i * s.hidden_out,
                        s.hidden_out * sizeof(float))
-                if has_c:
-                    memcpy(cn_rows + i * units, s.c_state + i * s.ldc, units * sizeof(float))
-        else:
-            _carry_state(&s)
+            if units and c0_rows == NULL:
+                memset(s.c_state + i * s.ldc, 0, units * sizeof(float))
+            elif units:
+                memcpy(s.c_state + i * s.ldc, c0_rows + i * units, units * sizeof(float))
+        return 0
+
+    cdef int _end(self, SeqArgs *s, h_n, c_n, long state) except -1:
+        """After the steps: the final state to h_n[state], c_n[state] (checked by _begin),
+        or carried over to the next call when h_n is None."""
+        cdef long i, final = s.n_steps % 2
+        cdef long units = self.cell_units
+        cdef float *hn_rows
+        cdef float *cn_rows
+        self.s.first_step_parity = (s.first_step_parity + s.n_steps) & 1
+        if h_n is None:
+            _carry_state(s)
+            return 0
+        hn_rows = _state_rows(h_n, "h_n", state, s.batch, s.hidden_out, True)
+        cn_rows = _state_rows(c_n, "c_n", state, s.batch, units, True) if units else NULL
+        for i in range(s.batch):
+            memcpy(hn_rows + i * s.hidden_out, s.h_state + (final * s.batch + i) * s.ld_state,
+                   s.hidden_out * sizeof(float))
+            if units:
+                memcpy(cn_rows + i * units, s.c_state + i * s.ldc, units * sizeof(float))
+        return 0
 
     cdef void _steps(self, SeqArgs *s) noexcept:
         """Every step of s (this plan's arguments with the call's arrays), the GIL released."""
@@ -613,11 +630,56 @@ cdef class SequencePlan:
         barrier.generation = 0
         if self.n_threads <= 1:
             with nogil:
-                _sequence_thread(s, &barrier)
+                _sequence_thread(s, &barrier, 0, 1, 0)
         else:
             with nogil, parallel(num_threads=self.n_threads):
-                _sequence_thread(s, &barrier)
-        self.s.first_step_parity = (s.first_step_parity + s.n_steps) & 1
+                _sequence_thread(s, &barrier, fl_thread_id(), fl_num_threads(), fl_thread_id())
+
+
+cdef void _direction_pair_thread(SeqArgs *first, SeqArgs *second, fl_barrier_state *barriers,
+                                 int team) noexcept nogil:
+    """One thread of run_directions: threads [0, team) run ``first``, [team, 2*team)
+    ``second``, each team with its own barrier; a thread beyond 2*team (an odd count)
+    idles; with one thread (OpenMP granted no more) it runs both, one after the other."""
+    cdef int n = fl_num_threads()
+    cdef int tid = fl_thread_id()
+    if n < 2:
+        _sequence_thread(first, &barriers[0], 0, 1, 0)
+        _sequence_thread(second, &barriers[1], 0, 1, 0)
+        return
+    team = n // 2 if n // 2 < team else team
+    if tid < team:
+        _sequence_thread(first, &barriers[0], tid, team, tid)
+    elif tid < 2 * team:
+        _sequence_thread(second, &barriers[1], tid - team, team, tid)
+
+
+def run_directions(SequencePlan first not None, SequencePlan second not None, x, out, h0, c0,
+                   h_n, c_n, long state):
+    """The two directions of a bidirectional layer side by side: ``first.run(x, out, h0,
+    c0, h_n, c_n, state)`` and ``second.run(..., state + 1)`` at once, each on its own team
+    of ``first``'s thread count, with no barrier between the teams.  The plans must
+    be bound to separate state, scratch rows for 2 * teams threads, and their own
+    columns of xproj and out."""
+    cdef SeqArgs s1 = first.s
+    cdef SeqArgs s2 = second.s
+    cdef fl_barrier_state barriers[2]
+    cdef int team = first.n_threads
+    if second.n_threads != team:
+        raise ValueError(f"run_directions: the plans' teams differ ({team}, {second.n_threads})")
+    if s1.h_state == s2.h_state or (s1.c_state == s2.c_state and first.cell_units):
+        raise ValueError("run_directions: the plans share their state")
+    if (s1.scratch_threads < 2 * team or s2.scratch_threads < 2 * team
+            or (s1.p_pairs != NULL and s1.p_scratch_threads < 2 * team)
+            or (s2.p_pairs != NULL and s2.p_scratch_threads < 2 * team)):
+        raise ValueError(f"run_directions: scratch for {2 * team} threads needed")
+    first._begin(&s1, x, out, h0, c0, h_n, c_n, state)
+    second._begin(&s2, x, out, h0, c0, h_n, c_n, state + 1)
+    memset(barriers, 0, sizeof(barriers))
+    with nogil, parallel(num_threads=2 * team):
+        _direction_pair_thread(&s1, &s2, barriers, team)
+    first._end(&s1, h_n, c_n, state)
+    second._end(&s2, h_n, c_n, state + 1)
 
 
 cdef bint _same_dims(cnp.ndarray a, int ndim, const cnp.npy_intp *dims) noexcept:
@@ -733,7 +795,7 @@ cdef class DirectCall:
         self.busy = True
         try:
             plan._steps(&s)
-            _carry_state(&s)
+            plan._end(&s, None, None, 0)
         finally:
             self.busy = False
         return result
@@ -935,6 +997,7 @@ def bind_projection(SequencePlan plan, const weight_t[:, :, ::1] w_blocks, const
         s.p_a16_stride = a16_scratch.shape[1]
         s.p_stage = &stage[0, 0]
         s.p_stage_stride = stage.shape[1]
+        s.p_scratch_threads = min(a16_scratch.shape[0], stage.shape[0])
     plan.projection_refs = [w_blocks, bias, scale, w_pairs, a16_scratch, stage]
 
 

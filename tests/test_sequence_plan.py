@@ -4,6 +4,10 @@ input projection run by the steps' own thread team.  Checked here: one-step call
 against PyTorch, results independent of the block order and of the thread split,
 and every argument error of the plan raised before the kernel runs."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -172,6 +176,73 @@ def test_bind_projection_rejects_weights_of_another_shape():
     other = fastlstm.LSTM(5, 40, backend="cython")._layers[0]  # 3 blocks, the plan has 2
     with pytest.raises(ValueError, match=r"w_blocks: expected \(2, I, 64\)"):
         cython_glue._kernels.bind_projection(plan, other.w_ih, other.bias)
+
+
+def _bound_pair(batch=2, n_steps=3, hidden=17, input_size=5, teams=(1, 1), scratch_threads=2,
+                share_state=False):
+    """The two directions' plans of a bidirectional LSTM on fresh buffers, as run_layers
+    binds them for run_directions, and the layer."""
+    layer = fastlstm.LSTM(input_size, hidden, bidirectional=True, backend="cython")
+    packed = layer._layers[0]
+    n_blk = cython_glue._n_blocks(hidden)
+    width = n_blk * cython_glue.UNITS
+    xproj = np.zeros((n_steps, batch, 2 * n_blk * 4 * cython_glue.UNITS), np.float32)
+    h_state = np.zeros((2, 2, batch, width), np.float32)
+    c_state = np.zeros((2, batch, width), np.float32)
+    n_active = np.full(n_steps, batch, np.int64)
+    scratch = cython_glue.KernelScratch(batch, hidden, hidden, scratch_threads, False, 2)
+    plans = [cython_glue.sequence_plan(
+        cython_glue.kernel_mode("LSTM", packed.variant), xproj, d * n_blk * 4 * cython_glue.UNITS,
+        packed.directions[d], False, h_state[0 if share_state else d],
+        c_state[0 if share_state else d], cython_glue._DUMMY_MATRIX, n_active, d == 1,
+        d * hidden, hidden, hidden, teams[d], packed.variant, scratch, (packed, d, None), d)
+        for d in (0, 1)]
+    return plans, layer
+
+
+def test_directions_side_by_side_equal_torch(rng):
+    plans, layer = _bound_pair()
+    x = rng.normal(size=(3, 2, 5)).astype(np.float32)
+    out = np.empty((3, 2, 34), np.float32)
+    h_n, c_n = np.empty((2, 2, 17), np.float32), np.empty((2, 2, 17), np.float32)
+    cython_glue._kernels.run_directions(*plans, x.reshape(6, 5), out, None, None, h_n, c_n, 0)
+    module = torch.nn.LSTM(5, 17, bidirectional=True)
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in layer.state_dict().items()})
+    with torch.no_grad():
+        expected, (h, c) = module(torch.from_numpy(x))
+    np.testing.assert_allclose(out, expected.numpy(), **TOLERANCE["torch"])
+    np.testing.assert_allclose(h_n, h.numpy(), **TOLERANCE["torch"])
+    np.testing.assert_allclose(c_n, c.numpy(), **TOLERANCE["torch"])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(teams=(1, 2)), r"teams differ \(1, 2\)"),
+    (dict(share_state=True), "share their state"),
+    (dict(scratch_threads=1), "scratch for 2 threads"),
+])
+def test_run_directions_rejects_plans_that_cannot_run_at_once(kwargs, match):
+    plans, _ = _bound_pair(**kwargs)
+    out = np.zeros((3, 2, 34), np.float32)
+    h_n = np.zeros((2, 2, 17), np.float32)
+    with pytest.raises(ValueError, match=match):
+        cython_glue._kernels.run_directions(*plans, np.zeros((6, 5), np.float32), out, None,
+                                            None, h_n, h_n.copy(), 0)
+
+
+def test_directions_side_by_side_run_on_one_thread_when_openmp_grants_one():
+    """OMP_THREAD_LIMIT=1: the pair's parallel region gets one thread, which runs both
+    directions in turn (a team waiting for a missing thread would hang)."""
+    code = ("import numpy as np, fastlstm\n"
+            "fastlstm.set_num_threads(2)\n"
+            "layer = fastlstm.LSTM(5, 17, num_layers=2, bidirectional=True, backend='cython')\n"
+            "x = np.random.default_rng(0).normal(size=(4, 3, 5)).astype(np.float32)\n"
+            "two = layer(x)[0]\n"
+            "fastlstm.set_num_threads(1)\n"
+            "print(np.array_equal(two, layer(x)[0]))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "OMP_THREAD_LIMIT": "1"}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"
 
 
 def test_replaced_weights_are_not_kept_alive_by_cached_plans(rng):

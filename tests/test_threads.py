@@ -57,7 +57,8 @@ def test_results_do_not_depend_on_the_thread_count(restore_threads, monkeypatch,
     """Each thread owns whole blocks of units, so the arithmetic per unit is the same."""
     monkeypatch.setattr(cython_glue, "_MIN_FLOPS_PER_THREAD_STEP", 1)  # threads even for tiny work
     layers = [fastlstm.LSTM(17, 129, num_layers=2, bidirectional=True, proj_size=37, backend="cython"),
-              fastlstm.GRU(37, 129, backend="cython", linear_before_reset=False),
+              fastlstm.GRU(37, 129, bidirectional=True, backend="cython",
+                           linear_before_reset=False),
               fastlstm.LSTM(17, 129, backend="cython", peephole=True, precision="int8")]
     for layer in layers:
         x = rng.normal(size=(9, 5, layer.input_size)).astype(np.float32)
