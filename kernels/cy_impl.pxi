@@ -667,8 +667,10 @@ def run_directions(SequencePlan first not None, SequencePlan second not None, x,
     cdef int team = first.n_threads
     if second.n_threads != team:
         raise ValueError(f"run_directions: the plans' teams differ ({team}, {second.n_threads})")
-    if s1.h_state == s2.h_state or (s1.c_state == s2.c_state and first.cell_units):
-        raise ValueError("run_directions: the plans share their state")
+    if (s1.h_state == s2.h_state or (s1.c_state == s2.c_state and first.cell_units)
+            or (s1.has_proj and s1.h_full == s2.h_full) or (s1.rh != NULL and s1.rh == s2.rh)
+            or s1.xcol == s2.xcol or s1.out_col == s2.out_col):
+        raise ValueError("run_directions: the plans share their state or columns")
     if (s1.scratch_threads < 2 * team or s2.scratch_threads < 2 * team
             or (s1.p_pairs != NULL and s1.p_scratch_threads < 2 * team)
             or (s2.p_pairs != NULL and s2.p_scratch_threads < 2 * team)):

@@ -179,7 +179,7 @@ def test_bind_projection_rejects_weights_of_another_shape():
 
 
 def _bound_pair(batch=2, n_steps=3, hidden=17, input_size=5, teams=(1, 1), scratch_threads=2,
-                share_state=False):
+                share_state=False, same_columns=False):
     """The two directions' plans of a bidirectional LSTM on fresh buffers, as run_layers
     binds them for run_directions, and the layer."""
     layer = fastlstm.LSTM(input_size, hidden, bidirectional=True, backend="cython")
@@ -192,10 +192,11 @@ def _bound_pair(batch=2, n_steps=3, hidden=17, input_size=5, teams=(1, 1), scrat
     n_active = np.full(n_steps, batch, np.int64)
     scratch = cython_glue.KernelScratch(batch, hidden, hidden, scratch_threads, False, 2)
     plans = [cython_glue.sequence_plan(
-        cython_glue.kernel_mode("LSTM", packed.variant), xproj, d * n_blk * 4 * cython_glue.UNITS,
-        packed.directions[d], False, h_state[0 if share_state else d],
-        c_state[0 if share_state else d], cython_glue._DUMMY_MATRIX, n_active, d == 1,
-        d * hidden, hidden, hidden, teams[d], packed.variant, scratch, (packed, d, None), d)
+        cython_glue.kernel_mode("LSTM", packed.variant), xproj,
+        (0 if same_columns else d) * n_blk * 4 * cython_glue.UNITS, packed.directions[d], False,
+        h_state[0 if share_state else d], c_state[0 if share_state else d],
+        cython_glue._DUMMY_MATRIX, n_active, d == 1, (0 if same_columns else d) * hidden, hidden,
+        hidden, teams[d], packed.variant, scratch, (packed, d, None), d)
         for d in (0, 1)]
     return plans, layer
 
@@ -218,6 +219,7 @@ def test_directions_side_by_side_equal_torch(rng):
 @pytest.mark.parametrize("kwargs, match", [
     (dict(teams=(1, 2)), r"teams differ \(1, 2\)"),
     (dict(share_state=True), "share their state"),
+    (dict(same_columns=True), "share their state or columns"),
     (dict(scratch_threads=1), "scratch for 2 threads"),
 ])
 def test_run_directions_rejects_plans_that_cannot_run_at_once(kwargs, match):
