@@ -214,15 +214,45 @@ def thread_split(step_flops, n_blocks, n_steps, batch, teams=1):
     return step_threads, (project_threads if project_threads > teams * step_threads else 0)
 
 
-def directions_side_by_side(n_dirs):
-    """Whether a layer's two directions run at once, each on half of the threads: the
-    halves need no barrier between them, where one team running both directions in turn
-    waits at one every step.  Measured, 2 threads, 100 steps, median ms, one team per
-    direction in turn -> side by side, two alternations: LSTM 256/256 2 layers
-    bidirectional batch 8 (stack_bi) fp32 15.5-16.8 -> 14.6-15.1, bf16 8.9-9.7 -> 6.0-6.2,
-    int8 8.2-8.3 -> 6.0-6.1; 1 layer batch 1 fp32 1.34-1.37 -> 1.14-1.26, bf16 0.88-0.91 ->
-    0.70-0.72; batch 64 fp32 48.9-52.3 -> 45.8-48.8; GRU 128/128 batch 1 0.32 -> 0.23-0.24."""
-    return n_dirs == 2 and get_num_threads() >= 2 and _kernels.openmp_enabled()
+# bf16/int8 batches split in two halves on 2+ threads from this many rows, when each
+# core can hold all the recurrent weights (up to _ROW_SPLIT_MAX_WEIGHTS bytes), and from
+# _ROW_SPLIT_ANY_WEIGHTS rows whatever their size
+_ROW_SPLIT_MIN_BATCH = 8
+_ROW_SPLIT_MAX_WEIGHTS = 1 << 20
+_ROW_SPLIT_ANY_WEIGHTS = 64
+
+
+def lane_layout(n_dirs, batch, weight_bytes, recurrent_bytes):
+    """How a layer's steps use the threads: "team" (one team runs each direction in
+    turn, each thread its share of the blocks, a barrier every step), "directions" (the
+    two directions at once, each on half of the threads), or "rows" (unidirectional
+    bf16/int8, weight_bytes < 4: the batch in two halves at once, each on half of the
+    threads; every core then reads all recurrent_bytes of W_hh a step, and splits and
+    quantizes only its own rows of h).  Two teams need no barrier between them.
+    Measured, 2 threads, 100 steps, median ms:
+    - directions, one team per direction in turn -> side by side, two alternations:
+      LSTM 256/256 2 layers bidirectional batch 8 (stack_bi) fp32 15.5-16.8 -> 14.6-15.1,
+      bf16 8.9-9.7 -> 6.0-6.2, int8 8.2-8.3 -> 6.0-6.1; 1 layer batch 1 fp32 1.34-1.37 ->
+      1.14-1.26, bf16 0.88-0.91 -> 0.70-0.72; batch 64 fp32 48.9-52.3 -> 45.8-48.8; GRU
+      128/128 batch 1 0.32 -> 0.23-0.24;
+    - rows, one team -> two halves, LSTM H/H unless named, alternated 2-3 times:
+      256 bf16 (W_hh 0.5 MiB): batch 64 15.0-15.4 -> 11.0-12.4, GRU 11.5-12.4 -> 8.4-9.2,
+      32 7.2-7.4 -> 5.6, 16 3.9-4.1 -> 2.4, 8 2.0-2.2 -> 1.4, 4 0.96-0.98 -> 0.95-0.97,
+      2 0.58-0.61 -> 0.74-0.84; int8 batch 64 13.1-13.7 -> 9.0-9.2, GRU 12.3-12.7 ->
+      7.2-7.3, 4 0.91 -> 0.67-0.68;
+      512 bf16 (2 MiB): 64 51.9-54.2 -> 44.7-45.2, 32 22.8-24.7 -> 21.5-23.0, 16 11.0-11.7
+      -> 11.3-11.5, 8 5.5 -> 6.7-6.8, 4 3.0-3.2 -> 5.1-5.2; int8 (1 MiB) 8 5.0-5.1 ->
+      4.6-4.7, 4 2.6-2.8 -> 2.7; 384 bf16 (1.1 MiB) 8 3.5-3.7 -> 3.5-3.6;
+      fp32 256 batch 64 26.0-26.9 -> 25.5-26.0, 16 6.2-6.5 -> 6.2-6.3: not worth a
+      second copy of W_hh in each core's L2."""
+    if get_num_threads() < 2 or not _kernels.openmp_enabled():
+        return "team"
+    if n_dirs == 2:
+        return "directions"
+    if weight_bytes < 4 and batch >= _ROW_SPLIT_MIN_BATCH and (
+            recurrent_bytes <= _ROW_SPLIT_MAX_WEIGHTS or batch >= _ROW_SPLIT_ANY_WEIGHTS):
+        return "rows"
+    return "team"
 
 
 def kernel_mode(mode, variant):
@@ -241,15 +271,16 @@ class KernelScratch:
     z, and per thread the K-chunked (or AMX) partial sums, int8's quantized h rows and
     bf16's split h rows.  Rows padded to a multiple of 32 for the AMX tiles."""
 
-    def __init__(self, batch, hidden_size, hidden_out, threads, reset_before, directions=1):
+    def __init__(self, batch, hidden_size, hidden_out, threads, reset_before, lane_rows=None):
         padded = _n_blocks(hidden_size) * UNITS
         rows = _round_up(batch, AMX_ROWS)
         threads = max(1, threads)
-        # per direction (directions running side by side each need their own)
-        self.rh = [aligned_zeros((batch, padded), np.float32) if reset_before else None
-                   for _ in range(directions)]
-        self.z = [aligned_zeros((batch, padded), np.float32) if reset_before else None
-                  for _ in range(directions)]
+        # per lane (plans running side by side each need their own): its rows
+        lane_rows = [batch] if lane_rows is None else lane_rows
+        self.rh = [aligned_zeros((n, padded), np.float32) if reset_before else None
+                   for n in lane_rows]
+        self.z = [aligned_zeros((n, padded), np.float32) if reset_before else None
+                  for n in lane_rows]
         # bf16 on AMX: the rows' parts stacked, three rows of products per row
         self.scratch = aligned_zeros((threads, max(rows, _kernels.amx_stacked_scratch_rows(batch))
                                       * 4 * UNITS), np.float32)
@@ -264,10 +295,11 @@ class KernelScratch:
 
 def sequence_plan(mode, xproj, xcol, direction, has_proj, h_state, c_state, h_full, n_active,
                   reverse, out_col, hidden_size, hidden_out, threads, variant, scratch,
-                  projection=None, d=0):
+                  projection=None, lane=0, row0=0):
     """A kernel ``SequencePlan`` for one direction, bound once: ``plan.run(x, out)``
     (and ``plan.run(x, out, h0, c0, h_n, c_n, state)`` to set and read the state).
-    d: the direction's index into the per-direction parts of ``scratch``.
+    lane: the plan's index into the per-lane parts of ``scratch``; row0: its first row
+    (h_state's rows from there are the plan's).
 
     projection: None (the caller fills xproj and runs with x None), or (layer, d,
     ProjectScratch or None): the plan's team also projects x with direction d's input
@@ -277,11 +309,11 @@ def sequence_plan(mode, xproj, xcol, direction, has_proj, h_state, c_state, h_fu
     _kernels.bind_sequence(
         plan, mode, xproj, xcol, direction.w_hh, has_proj, direction.w_hr, direction.b_hn,
         h_state, c_state, h_full, n_active, reverse, out_col, hidden_out, threads,
-        direction.peep, variant.coupled_input_forget, variant.clip, direction.w_hn, scratch.rh[d],
-        scratch.z[d], scratch.scratch, direction.scale_hh, direction.scale_hr, direction.scale_hn,
+        direction.peep, variant.coupled_input_forget, variant.clip, direction.w_hn,
+        scratch.rh[lane], scratch.z[lane], scratch.scratch, direction.scale_hh, direction.scale_hr, direction.scale_hn,
         scratch.q_scratch, direction.wq if _USE_VNNI else None, direction.wsum,
         scratch.u8_scratch, _USE_AMX, direction.wp, scratch.a16_scratch,
-        hidden_size if mode == _kernels.LSTM else 0)
+        hidden_size if mode == _kernels.LSTM else 0, row0)
     if projection is not None:
         layer, d, project_scratch = projection
         n_blk = direction.w_hh.shape[0]
@@ -316,50 +348,86 @@ def project(gates, layer, x, out, threads, scratch):
                      scratch.stage if amx else None)
 
 
+@dataclass
+class _Lane:
+    """One plan's share of a layer call: direction d, rows row0 .. row0 + rows, and
+    its state: h (2, rows, H_out padded), c, the unprojected h, rows active per step."""
+    d: int
+    row0: int
+    rows: int
+    h_state: np.ndarray
+    c_state: np.ndarray
+    h_full: np.ndarray
+    n_active: np.ndarray
+
+
 class _Workspace:
     """Scratch of one call shape, reused by later calls of that shape on the same thread."""
 
     def __init__(self, n_steps, batch, input_size, hidden_size, proj_size, n_dirs, gates, has_c,
-                 reset_before):
+                 reset_before, weight_bytes):
         n_blk = _n_blocks(hidden_size)
         padded = n_blk * UNITS
         hidden_out = proj_size or hidden_size
         self.xproj = aligned_zeros((n_steps * batch, n_dirs * n_blk * gates * UNITS), np.float32)
         self.xproj3 = self.xproj.reshape(n_steps, batch, -1)
-        # state per direction, so that directions can run side by side
-        self.h_state = aligned_zeros((n_dirs, 2, batch, _n_blocks(hidden_out) * UNITS), np.float32)
-        self.c_state = (aligned_zeros((n_dirs, batch, padded), np.float32) if has_c
-                        else [_DUMMY_MATRIX] * n_dirs)
-        self.h_full = (aligned_zeros((n_dirs, batch, padded), np.float32) if proj_size
-                       else [_DUMMY_MATRIX] * n_dirs)
-        self.n_active = np.full(n_steps, batch, np.int64)  # rows running at each step
-        self.ragged = False  # n_active holds a call's lengths, not batch everywhere
         self.threads = get_num_threads()
-        self.side_by_side = directions_side_by_side(n_dirs)
+        self.layout = lane_layout(n_dirs, batch, weight_bytes,
+                                  hidden_out * n_blk * gates * UNITS * weight_bytes)
+        if self.layout == "rows":
+            spans = [(0, 0, (batch + 1) // 2), (0, (batch + 1) // 2, batch // 2)]
+        else:
+            spans = [(d, 0, batch) for d in range(n_dirs)]
+        self.lanes = [_Lane(
+            d, row0, rows,
+            aligned_zeros((2, rows, _n_blocks(hidden_out) * UNITS), np.float32),
+            aligned_zeros((rows, padded), np.float32) if has_c else _DUMMY_MATRIX,
+            aligned_zeros((rows, padded), np.float32) if proj_size else _DUMMY_MATRIX,
+            np.full(n_steps, rows, np.int64)) for d, row0, rows in spans]
+        self.ragged = False  # the lanes' n_active hold a call's lengths
         self.kernel = KernelScratch(batch, hidden_size, hidden_out, self.threads, reset_before,
-                                    n_dirs)
+                                    [lane.rows for lane in self.lanes])
         step_flops = 2 * batch * hidden_out * n_blk * gates * UNITS
-        # project_threads 0: the steps' teams project (thread_split)
+        # project_threads 0: the steps' teams project (thread_split); split rows take
+        # xproj from one projection of every row
+        teams = 1 if self.layout == "team" else 2
         self.step_threads, self.project_threads = thread_split(
-            step_flops, n_blk, n_steps, batch, n_dirs if self.side_by_side else 1)
+            step_flops // (2 if self.layout == "rows" else 1), n_blk, n_steps, batch, teams)
+        if self.layout == "rows":
+            self.project_threads = _threads_for(step_flops * n_steps, n_steps * batch)
         self.project = (ProjectScratch(max(input_size, n_dirs * hidden_out), gates, self.threads)
                         if _AMX_CPU else None)
         self.plans = {}  # id(packed layers) -> (packed layers, their SequencePlans)
 
+    def set_lengths(self, lengths, n_steps, batch):
+        """The lanes' rows active at each step for sorted ``lengths`` (None: all rows)."""
+        if lengths is not None and lengths[-1] != n_steps:
+            # lengths sorted descending: rows with length > t are a prefix
+            active = np.searchsorted(-lengths, -np.arange(n_steps), side="left")
+            for lane in self.lanes:
+                np.clip(active - lane.row0, 0, lane.rows, out=lane.n_active)
+            self.ragged = True
+        elif self.ragged:
+            for lane in self.lanes:
+                lane.n_active.fill(lane.rows)
+            self.ragged = False
+
     def plans_for(self, mode, layers, hidden_size, proj_size):
-        """Per layer, per direction: a SequencePlan bound to this workspace, built once."""
+        """Per layer, per lane: a SequencePlan bound to this workspace, built once."""
         entry = self.plans.get(id(layers))
         if entry is not None and entry[0] is layers:
             return entry[1]
         variant = layers[0].variant
         hidden_out = proj_size or hidden_size
         column = _n_blocks(hidden_size) * GATES[mode] * UNITS  # one direction's xproj columns
-        plans = [[sequence_plan(kernel_mode(mode, variant), self.xproj3, d * column, direction,
-                                bool(proj_size), self.h_state[d], self.c_state[d], self.h_full[d],
-                                self.n_active, d == 1, d * hidden_out, hidden_size, hidden_out,
-                                self.step_threads, variant, self.kernel,
-                                None if self.project_threads else (layer, d, self.project), d)
-                  for d, direction in enumerate(layer.directions)]
+        plans = [[sequence_plan(kernel_mode(mode, variant), self.xproj3, lane.d * column,
+                                layer.directions[lane.d], bool(proj_size), lane.h_state,
+                                lane.c_state, lane.h_full, lane.n_active, lane.d == 1,
+                                lane.d * hidden_out, hidden_size, hidden_out, self.step_threads,
+                                variant, self.kernel,
+                                None if self.project_threads else (layer, lane.d, self.project),
+                                index, lane.row0)
+                  for index, lane in enumerate(self.lanes)]
                  for layer in layers]
         # plans hold their weights: keep those of at most _CACHED_STACKS layer stacks per
         # call shape and thread, so weights a layer has replaced are freed soon after
@@ -406,17 +474,13 @@ def run_layers(mode, layers, hidden_size, proj_size, x, h0, c0, lengths):
     reset_before = mode == "GRU" and not layers[0].variant.linear_before_reset
     n_dirs = len(layers[0].directions)
     hidden_out = proj_size or hidden_size
-    ws = _workspace((mode, reset_before, n_steps, batch, x.shape[2], hidden_size, proj_size, n_dirs),
+    weight_bytes = layers[0].w_ih.dtype.itemsize
+    ws = _workspace((mode, reset_before, n_steps, batch, x.shape[2], hidden_size, proj_size, n_dirs,
+                     weight_bytes),
                     n_steps, batch, x.shape[2], hidden_size, proj_size, n_dirs, gates,
-                    mode == "LSTM", reset_before)
+                    mode == "LSTM", reset_before, weight_bytes)
     plans = ws.plans_for(mode, layers, hidden_size, proj_size)
-    if lengths is not None and lengths[-1] != n_steps:
-        # lengths sorted descending: rows with length > t are a prefix
-        ws.n_active[:] = np.searchsorted(-lengths, -np.arange(n_steps), side="left")
-        ws.ragged = True
-    elif ws.ragged:
-        ws.n_active.fill(batch)
-        ws.ragged = False
+    ws.set_lengths(lengths, n_steps, batch)
     n_states = len(layers) * n_dirs
     h_n = np.empty((n_states, batch, hidden_out), np.float32)
     c_n = np.empty((n_states, batch, hidden_size), np.float32) if mode == "LSTM" else None
@@ -427,11 +491,12 @@ def run_layers(mode, layers, hidden_size, proj_size, x, h0, c0, lengths):
             project(gates, layer, rows, ws.xproj, ws.project_threads, ws.project)
             rows = None
         out = np.empty((n_steps, batch, n_dirs * hidden_out), np.float32)
-        if ws.side_by_side:
-            _kernels.run_directions(*plans[index], rows, out, h0, c0, h_n, c_n, index * n_dirs)
-        else:
+        if ws.layout == "team":
             for d, plan in enumerate(plans[index]):
                 plan.run(rows, out, h0, c0, h_n, c_n, index * n_dirs + d)
+        else:  # two lanes: directions (states index*2, index*2 + 1) or row halves
+            states = (index * 2, index * 2 + 1) if ws.layout == "directions" else (index, index)
+            _kernels.run_side_by_side(*plans[index], rows, out, h0, c0, h_n, c_n, *states)
         layer_input = out
     if order is not None:
         inverse = np.argsort(order)

@@ -178,8 +178,10 @@ ctypedef struct SeqArgs:
     bint reverse
     bint has_proj
     long n_steps
-    long batch
-    float *xproj            # (T, B, ldx), written by the fused projection
+    long batch              # this plan's rows: rows row0 .. row0 + batch of every step
+    long step_rows          # rows of every step in xproj, out and the state arrays
+    long row0
+    float *xproj            # (T, step_rows, ldx) at row row0, written by the fused projection
     long ldx
     long xcol
     int wt                  # weight type: 0 float32, 1 bfloat16, 2 int8
@@ -218,11 +220,13 @@ ctypedef struct SeqArgs:
     int scratch_threads
     long scratch_stride
     bint quantize           # int8: the recurrent input h quantized per row and step
-    float *q_scratch        # (threads, B * (K + 1)) quantized rows and their scales
+    float *q_scratch        # (threads, q_stride) quantized rows and their scales
+    long q_stride           # >= B * (K + 1)
     long ldq
     const int8_t *wq        # (n_blk, K4, width, 4) VNNI-ordered w_hh, or NULL
     const int32_t *wsum     # (n_blk, width) column sums of wq
-    uint8_t *u8_scratch     # (threads, B * ldu) quantized rows + 128 for vpdpbusd
+    uint8_t *u8_scratch     # (threads, u8_stride) quantized rows + 128 for vpdpbusd
+    long u8_stride          # >= B_pad * ldu
     long ldu
     bint amx                # products on AMX tiles: int8 at >= FL_AMX_MIN_ROWS rows, bf16 always
     const uint16_t *wp      # bf16: (n_blk, K2p, width, 2) w_hh in pair order, or NULL
@@ -339,10 +343,10 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier, int tid,
     if slot < s.scratch_threads:
         scratch = s.scratch + slot * s.scratch_stride
         if s.quantize:
-            hq = s.q_scratch + slot * s.batch * (s.ldq + 1)
+            hq = s.q_scratch + slot * s.q_stride
             hscale = hq + s.batch * s.ldq
             if s.wq != NULL:
-                hu8 = s.u8_scratch + slot * rows_pad * s.ldu
+                hu8 = s.u8_scratch + slot * s.u8_stride
     _share(s.n_blk, n_threads, tid, &b0, &b1)
     _share(s.n_pblk, n_threads, tid, &p0, &p1)
     # the state units this thread owns: its blocks, or its projection blocks
@@ -409,7 +413,7 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier, int tid,
             a.K = s.K
             a.h = h_cur
             a.ldh = s.ld_state
-            a.x = s.xproj + t * s.batch * s.ldx + s.xcol + blk * s.xwidth
+            a.x = s.xproj + t * s.step_rows * s.ldx + s.xcol + blk * s.xwidth
             a.ldx = s.ldx
             a.c = s.c_state + blk * FL_U
             a.ldc = s.ldc
@@ -447,7 +451,7 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier, int tid,
                 a.wscale = s.scale_hn + blk * FL_U if s.scale_hn != NULL else NULL
                 a.h = s.rh
                 a.ldh = s.ldr
-                a.x = s.xproj + t * s.batch * s.ldx + s.xcol + blk * 3 * FL_U
+                a.x = s.xproj + t * s.step_rows * s.ldx + s.xcol + blk * 3 * FL_U
                 a.h_self = h_cur + blk * FL_U
                 a.ldr2 = s.ld_state
                 a.z = s.z + blk * FL_U
@@ -470,7 +474,7 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier, int tid,
                 fl_block(FL_PROJ, n_act, &a, scratch)
         if u1 > u0:
             for i in range(s.batch):
-                y = s.out + (t * s.batch + i) * s.ldy + s.out_col + u0
+                y = s.out + (t * s.step_rows + i) * s.ldy + s.out_col + u0
                 if i < n_act:
                     memcpy(y, h_nxt + i * s.ld_state + u0, (u1 - u0) * sizeof(float))
                 else:  # finished sequence: state carried, output zero
@@ -514,15 +518,16 @@ cdef float *_floats(object array, str name, int ndim, bint writeable,
     return <float *>cnp.PyArray_DATA(a)
 
 
-cdef float *_state_rows(object array, str name, long state, long batch, long units,
+cdef float *_state_rows(object array, str name, long state, const SeqArgs *s, long units,
                         bint writeable) except NULL:
-    """Row 0 of state ``state`` in an (S, B, units) float32 state array."""
+    """The plan's first row (s.row0) of state ``state`` in an (S, s.step_rows, units)
+    float32 state array."""
     cdef cnp.npy_intp shape[3]
     cdef float *data = _floats(array, name, 3, writeable, shape)
-    if state < 0 or state >= shape[0] or shape[1] != batch or shape[2] != units:
-        raise ValueError(f"{name}: expected (> {state}, {batch}, {units}) float32 for state "
-                         f"{state}, got {(shape[0], shape[1], shape[2])}")
-    return data + state * batch * units
+    if state < 0 or state >= shape[0] or shape[1] != s.step_rows or shape[2] != units:
+        raise ValueError(f"{name}: expected (> {state}, {s.step_rows}, {units}) float32 for "
+                         f"state {state}, got {(shape[0], shape[1], shape[2])}")
+    return data + (state * s.step_rows + s.row0) * units
 
 
 cdef inline void _carry_state(const SeqArgs *s) noexcept nogil:
@@ -567,10 +572,11 @@ cdef class SequencePlan:
         if not self.refs:
             raise ValueError("run: the plan is not bound (call bind_sequence first)")
         s.out = _floats(out, "out", 3, True, shape)
-        if shape[0] != s.n_steps or shape[1] != s.batch or shape[2] < s.out_col + s.hidden_out:
-            raise ValueError(f"out: expected ({s.n_steps}, {s.batch}, >= "
+        if shape[0] != s.n_steps or shape[1] != s.step_rows or shape[2] < s.out_col + s.hidden_out:
+            raise ValueError(f"out: expected ({s.n_steps}, {s.step_rows}, >= "
                              f"{s.out_col + s.hidden_out}) float32, got {(shape[0], shape[1], shape[2])}")
         s.ldy = shape[2]
+        s.out += s.row0 * s.ldy
         if (x is None) != (self.projection_refs is None):
             raise ValueError("x: expected the input rows exactly when a projection is bound")
         if x is not None:
@@ -582,15 +588,15 @@ cdef class SequencePlan:
             s.p_rows = shape[0]
         if h_n is None:
             return 0
-        _state_rows(h_n, "h_n", state, s.batch, s.hidden_out, True)
+        _state_rows(h_n, "h_n", state, s, s.hidden_out, True)
         if h0 is not None:
-            h0_rows = _state_rows(h0, "h0", state, s.batch, s.hidden_out, False)
+            h0_rows = _state_rows(h0, "h0", state, s, s.hidden_out, False)
         if units:
             if c_n is None:
                 raise ValueError("c_n: the LSTM's final cell state needs a buffer")
-            _state_rows(c_n, "c_n", state, s.batch, units, True)
+            _state_rows(c_n, "c_n", state, s, units, True)
             if c0 is not None:
-                c0_rows = _state_rows(c0, "c0", state, s.batch, units, False)
+                c0_rows = _state_rows(c0, "c0", state, s, units, False)
         for i in range(s.batch):
             if h0_rows == NULL:
                 memset(s.h_state + i * s.ld_state, 0, s.hidden_out * sizeof(float))
@@ -614,8 +620,8 @@ cdef class SequencePlan:
         if h_n is None:
             _carry_state(s)
             return 0
-        hn_rows = _state_rows(h_n, "h_n", state, s.batch, s.hidden_out, True)
-        cn_rows = _state_rows(c_n, "c_n", state, s.batch, units, True) if units else NULL
+        hn_rows = _state_rows(h_n, "h_n", state, s, s.hidden_out, True)
+        cn_rows = _state_rows(c_n, "c_n", state, s, units, True) if units else NULL
         for i in range(s.batch):
             memcpy(hn_rows + i * s.hidden_out, s.h_state + (final * s.batch + i) * s.ld_state,
                    s.hidden_out * sizeof(float))
@@ -636,9 +642,9 @@ cdef class SequencePlan:
                 _sequence_thread(s, &barrier, fl_thread_id(), fl_num_threads(), fl_thread_id())
 
 
-cdef void _direction_pair_thread(SeqArgs *first, SeqArgs *second, fl_barrier_state *barriers,
-                                 int team) noexcept nogil:
-    """One thread of run_directions: threads [0, team) run ``first``, [team, 2*team)
+cdef void _side_by_side_thread(SeqArgs *first, SeqArgs *second, fl_barrier_state *barriers,
+                               int team) noexcept nogil:
+    """One thread of run_side_by_side: threads [0, team) run ``first``, [team, 2*team)
     ``second``, each team with its own barrier; a thread beyond 2*team (an odd count)
     idles; with one thread (OpenMP granted no more) it runs both, one after the other."""
     cdef int n = fl_num_threads()
@@ -654,34 +660,36 @@ cdef void _direction_pair_thread(SeqArgs *first, SeqArgs *second, fl_barrier_sta
         _sequence_thread(second, &barriers[1], tid - team, team, tid)
 
 
-def run_directions(SequencePlan first not None, SequencePlan second not None, x, out, h0, c0,
-                   h_n, c_n, long state):
-    """The two directions of a bidirectional layer side by side: ``first.run(x, out, h0,
-    c0, h_n, c_n, state)`` and ``second.run(..., state + 1)`` at once, each on its own team
-    of ``first``'s thread count, with no barrier between the teams.  The plans must
-    be bound to separate state, scratch rows for 2 * teams threads, and their own
-    columns of xproj and out."""
+def run_side_by_side(SequencePlan first not None, SequencePlan second not None, x, out, h0, c0,
+                     h_n, c_n, long first_state, long second_state):
+    """Two plans at once, each on its own team of ``first``'s thread count, with no
+    barrier between the teams: ``first.run(x, out, h0, c0, h_n, c_n, first_state)`` and
+    ``second.run(..., second_state)``.  The two directions of a bidirectional layer, or
+    two halves of a batch (plans bound to row ranges).  The plans must be bound to
+    separate state, scratch rows for 2 * teams threads, and disjoint parts of xproj and
+    out (other columns or other rows)."""
     cdef SeqArgs s1 = first.s
     cdef SeqArgs s2 = second.s
     cdef fl_barrier_state barriers[2]
     cdef int team = first.n_threads
+    cdef bint rows_overlap = s1.row0 < s2.row0 + s2.batch and s2.row0 < s1.row0 + s1.batch
     if second.n_threads != team:
-        raise ValueError(f"run_directions: the plans' teams differ ({team}, {second.n_threads})")
+        raise ValueError(f"run_side_by_side: the plans' teams differ ({team}, {second.n_threads})")
     if (s1.h_state == s2.h_state or (s1.c_state == s2.c_state and first.cell_units)
             or (s1.has_proj and s1.h_full == s2.h_full) or (s1.rh != NULL and s1.rh == s2.rh)
-            or s1.xcol == s2.xcol or s1.out_col == s2.out_col):
-        raise ValueError("run_directions: the plans share their state or columns")
+            or (rows_overlap and (s1.xcol == s2.xcol or s1.out_col == s2.out_col))):
+        raise ValueError("run_side_by_side: the plans share their state, columns or rows")
     if (s1.scratch_threads < 2 * team or s2.scratch_threads < 2 * team
             or (s1.p_pairs != NULL and s1.p_scratch_threads < 2 * team)
             or (s2.p_pairs != NULL and s2.p_scratch_threads < 2 * team)):
-        raise ValueError(f"run_directions: scratch for {2 * team} threads needed")
-    first._begin(&s1, x, out, h0, c0, h_n, c_n, state)
-    second._begin(&s2, x, out, h0, c0, h_n, c_n, state + 1)
+        raise ValueError(f"run_side_by_side: scratch for {2 * team} threads needed")
+    first._begin(&s1, x, out, h0, c0, h_n, c_n, first_state)
+    second._begin(&s2, x, out, h0, c0, h_n, c_n, second_state)
     memset(barriers, 0, sizeof(barriers))
     with nogil, parallel(num_threads=2 * team):
-        _direction_pair_thread(&s1, &s2, barriers, team)
-    first._end(&s1, h_n, c_n, state)
-    second._end(&s2, h_n, c_n, state + 1)
+        _side_by_side_thread(&s1, &s2, barriers, team)
+    first._end(&s1, h_n, c_n, first_state)
+    second._end(&s2, h_n, c_n, second_state)
 
 
 cdef bint _same_dims(cnp.ndarray a, int ndim, const cnp.npy_intp *dims) noexcept:
@@ -815,12 +823,15 @@ def bind_sequence(SequencePlan plan, int mode, float[:, :, ::1] xproj, long xcol
                  const int8_t[:, :, :, ::1] wq=None, const int32_t[:, ::1] wsum=None,
                  uint8_t[:, ::1] u8_scratch=None, bint amx=False,
                  const uint16_t[:, :, :, ::1] wp=None, uint16_t[:, ::1] a16_scratch=None,
-                 long cell_units=0):
+                 long cell_units=0, long row0=0):
     """Bind ``plan`` to one direction of one layer: its weights, state and scratch.
     Every check of the arguments happens here, once; ``plan.run`` checks only x and out.
 
     xproj    (T, B, X) float32 IN     input projection, blocked layout; this
-                                      direction's columns start at ``xcol``
+                                      direction's columns start at ``xcol``; the plan
+                                      runs rows row0 .. row0 + Bp of every step, Bp =
+                                      h_state's rows (B unless the batch is split in
+                                      plans run side by side, run_side_by_side)
     w_hh     (n_blk, K, G*16) IN      recurrent weights, blocked (K = H_out); float32,
                                       uint16 (bfloat16 bits) or int8; w_hr, w_hn alike
     scale_*  (n_blk*G*16,) IN         int8 column scales (None for float weights)
@@ -860,8 +871,14 @@ def bind_sequence(SequencePlan plan, int mode, float[:, :, ::1] xproj, long xcol
     s.reverse = reverse
     s.has_proj = has_proj
     s.n_steps = xproj.shape[0]
-    s.batch = xproj.shape[1]
-    s.xproj = &xproj[0, 0, 0]
+    s.step_rows = xproj.shape[1]
+    s.batch = h_state.shape[1]
+    s.row0 = row0
+    if row0 < 0 or row0 + s.batch > s.step_rows or n_active.shape[0] < s.n_steps:
+        raise ValueError(f"row0, h_state, n_active: rows {row0} .. {row0 + s.batch} of "
+                         f"{s.step_rows} and {n_active.shape[0]} steps' counts for "
+                         f"{s.n_steps} steps")
+    s.xproj = &xproj[0, row0, 0] if s.batch else &xproj[0, 0, 0]
     s.ldx = xproj.shape[2]
     s.xcol = xcol
     s.wt = 0 if weight_t is float else (1 if weight_t is cython.ushort else 2)
@@ -919,6 +936,7 @@ def bind_sequence(SequencePlan plan, int mode, float[:, :, ::1] xproj, long xcol
                 or q_scratch.shape[0] < scratch.shape[0]:
             raise ValueError("int8: q_scratch must hold B*(K+1) floats per scratch thread")
         s.q_scratch = &q_scratch[0, 0]
+        s.q_stride = q_scratch.shape[1]
         if wq is not None and fl_cpu_supports_vnni():
             if (wq.shape[0] != s.n_blk or wq.shape[1] * 4 != s.ldu or wq.shape[2] != s.width
                     or wsum is None or wsum.shape[0] != s.n_blk or wsum.shape[1] != s.width
@@ -928,6 +946,7 @@ def bind_sequence(SequencePlan plan, int mode, float[:, :, ::1] xproj, long xcol
             s.wq = &wq[0, 0, 0, 0]
             s.wsum = &wsum[0, 0]
             s.u8_scratch = &u8_scratch[0, 0]
+            s.u8_stride = u8_scratch.shape[1]
             s.amx = amx and fl_amx_usable()
     if s.wt == 1 and amx and wp is not None and fl_amx_usable():
         s.K2p = wp.shape[1]
@@ -975,6 +994,8 @@ def bind_projection(SequencePlan plan, const weight_t[:, :, ::1] w_blocks, const
     cdef int wt = 0 if weight_t is float else (1 if weight_t is cython.ushort else 2)
     if not plan.refs:
         raise ValueError("bind_projection: bind the sequence first")
+    if s.batch != s.step_rows:
+        raise ValueError("bind_projection: a plan of some of the rows takes xproj from the caller")
     if wt != s.wt or w_blocks.shape[0] != s.n_blk or w_blocks.shape[2] != s.xwidth:
         raise ValueError(f"w_blocks: expected ({s.n_blk}, I, {s.xwidth}) of the recurrent "
                          f"weights' type, got {tuple(w_blocks.shape)[:3]}")

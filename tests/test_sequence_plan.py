@@ -181,7 +181,7 @@ def test_bind_projection_rejects_weights_of_another_shape():
 def _bound_pair(batch=2, n_steps=3, hidden=17, input_size=5, teams=(1, 1), scratch_threads=2,
                 share_state=False, same_columns=False):
     """The two directions' plans of a bidirectional LSTM on fresh buffers, as run_layers
-    binds them for run_directions, and the layer."""
+    binds them for run_side_by_side, and the layer."""
     layer = fastlstm.LSTM(input_size, hidden, bidirectional=True, backend="cython")
     packed = layer._layers[0]
     n_blk = cython_glue._n_blocks(hidden)
@@ -190,7 +190,8 @@ def _bound_pair(batch=2, n_steps=3, hidden=17, input_size=5, teams=(1, 1), scrat
     h_state = np.zeros((2, 2, batch, width), np.float32)
     c_state = np.zeros((2, batch, width), np.float32)
     n_active = np.full(n_steps, batch, np.int64)
-    scratch = cython_glue.KernelScratch(batch, hidden, hidden, scratch_threads, False, 2)
+    scratch = cython_glue.KernelScratch(batch, hidden, hidden, scratch_threads, False,
+                                        [batch, batch])
     plans = [cython_glue.sequence_plan(
         cython_glue.kernel_mode("LSTM", packed.variant), xproj,
         (0 if same_columns else d) * n_blk * 4 * cython_glue.UNITS, packed.directions[d], False,
@@ -206,7 +207,7 @@ def test_directions_side_by_side_equal_torch(rng):
     x = rng.normal(size=(3, 2, 5)).astype(np.float32)
     out = np.empty((3, 2, 34), np.float32)
     h_n, c_n = np.empty((2, 2, 17), np.float32), np.empty((2, 2, 17), np.float32)
-    cython_glue._kernels.run_directions(*plans, x.reshape(6, 5), out, None, None, h_n, c_n, 0)
+    cython_glue._kernels.run_side_by_side(*plans, x.reshape(6, 5), out, None, None, h_n, c_n, 0, 1)
     module = torch.nn.LSTM(5, 17, bidirectional=True)
     module.load_state_dict({k: torch.from_numpy(v) for k, v in layer.state_dict().items()})
     with torch.no_grad():
@@ -219,16 +220,64 @@ def test_directions_side_by_side_equal_torch(rng):
 @pytest.mark.parametrize("kwargs, match", [
     (dict(teams=(1, 2)), r"teams differ \(1, 2\)"),
     (dict(share_state=True), "share their state"),
-    (dict(same_columns=True), "share their state or columns"),
+    (dict(same_columns=True), "share their state, columns or rows"),
     (dict(scratch_threads=1), "scratch for 2 threads"),
 ])
-def test_run_directions_rejects_plans_that_cannot_run_at_once(kwargs, match):
+def test_run_side_by_side_rejects_plans_that_cannot_run_at_once(kwargs, match):
     plans, _ = _bound_pair(**kwargs)
     out = np.zeros((3, 2, 34), np.float32)
     h_n = np.zeros((2, 2, 17), np.float32)
     with pytest.raises(ValueError, match=match):
-        cython_glue._kernels.run_directions(*plans, np.zeros((6, 5), np.float32), out, None,
-                                            None, h_n, h_n.copy(), 0)
+        cython_glue._kernels.run_side_by_side(*plans, np.zeros((6, 5), np.float32), out, None,
+                                              None, h_n, h_n.copy(), 0, 1)
+
+
+def _bound_halves(rows=(2, 1), row0s=(0, 2), batch=3, n_steps=3, hidden=17, input_size=5):
+    """Two plans of one LSTM direction, each bound to a range of the batch's rows, on
+    fresh buffers (the caller fills xproj), and the layer."""
+    layer = fastlstm.LSTM(input_size, hidden, backend="cython")
+    packed = layer._layers[0]
+    width = cython_glue._n_blocks(hidden) * cython_glue.UNITS
+    xproj = np.zeros((n_steps, batch, 4 * width), np.float32)
+    scratch = cython_glue.KernelScratch(batch, hidden, hidden, 2, False, list(rows))
+    plans = [cython_glue.sequence_plan(
+        cython_glue.kernel_mode("LSTM", packed.variant), xproj, 0, packed.directions[0], False,
+        np.zeros((2, n, width), np.float32), np.zeros((n, width), np.float32),
+        cython_glue._DUMMY_MATRIX, np.full(n_steps, n, np.int64), False, 0, hidden, hidden, 1,
+        packed.variant, scratch, None, lane, r0)
+        for lane, (r0, n) in enumerate(zip(row0s, rows))]
+    return plans, layer, xproj
+
+
+def test_batch_halves_side_by_side_equal_torch(rng):
+    plans, layer, xproj = _bound_halves()
+    x = rng.normal(size=(3, 3, 5)).astype(np.float32)
+    cython_glue.project(4, layer._layers[0], x.reshape(9, 5), xproj.reshape(9, -1), 1, None)
+    out = np.empty((3, 3, 17), np.float32)
+    h_n, c_n = np.empty((1, 3, 17), np.float32), np.empty((1, 3, 17), np.float32)
+    cython_glue._kernels.run_side_by_side(*plans, None, out, None, None, h_n, c_n, 0, 0)
+    with torch.no_grad():
+        expected, (h, c) = _torch_lstm(layer)(torch.from_numpy(x))
+    np.testing.assert_allclose(out, expected.numpy(), **TOLERANCE["torch"])
+    np.testing.assert_allclose(h_n, h.numpy(), **TOLERANCE["torch"])
+    np.testing.assert_allclose(c_n, c.numpy(), **TOLERANCE["torch"])
+
+
+def test_run_side_by_side_rejects_overlapping_rows():
+    plans, _, _ = _bound_halves(rows=(2, 2), row0s=(0, 1))
+    h_n = np.zeros((1, 3, 17), np.float32)
+    with pytest.raises(ValueError, match="share their state, columns or rows"):
+        cython_glue._kernels.run_side_by_side(*plans, None, np.zeros((3, 3, 17), np.float32),
+                                              None, None, h_n, h_n.copy(), 0, 0)
+
+
+def test_row_ranges_are_checked_when_bound():
+    with pytest.raises(ValueError, match=r"row0, h_state, n_active: rows 2 \.\. 4 of 3"):
+        _bound_halves(rows=(2, 2), row0s=(0, 2))
+    plans, layer, _ = _bound_halves()
+    packed = layer._layers[0]
+    with pytest.raises(ValueError, match="some of the rows takes xproj from the caller"):
+        cython_glue._kernels.bind_projection(plans[1], packed.w_ih, packed.bias)
 
 
 def test_directions_side_by_side_run_on_one_thread_when_openmp_grants_one():

@@ -71,6 +71,59 @@ def test_results_do_not_depend_on_the_thread_count(restore_threads, monkeypatch,
             assert np.array_equal(other[0], results[0][0])
 
 
+def test_layouts_of_the_threads(restore_threads):
+    """Two threads: directions side by side; bf16/int8 batches in halves from 8 rows
+    when W_hh fits a core's L2 share, from 64 rows whatever its size; anything else one
+    team.  One thread: always one team."""
+    fastlstm.set_num_threads(2)
+    layout = cython_glue.lane_layout
+    openmp = cython_glue._kernels.openmp_enabled()
+    small, large = 1 << 19, 1 << 21  # bytes of W_hh
+    assert layout(2, 1, 4, small) == ("directions" if openmp else "team")
+    assert layout(1, 8, 2, small) == ("rows" if openmp else "team")
+    assert layout(1, 64, 1, large) == ("rows" if openmp else "team")
+    for n_dirs, batch, weight_bytes, size in [(1, 7, 2, small), (1, 63, 2, large),
+                                              (1, 64, 4, small)]:
+        assert layout(n_dirs, batch, weight_bytes, size) == "team"
+    fastlstm.set_num_threads(1)
+    assert layout(2, 64, 2, small) == "team"
+
+
+@pytest.mark.parametrize("precision, atol", [
+    ("bf16", 1e-6),  # sums of exact products taken in another order (other tile rows)
+    # int8 quantizes h every step: a last-bit difference can move a value across a
+    # rounding boundary of the int8 grid (test_precision.ISA_ATOL)
+    ("int8", 2e-3),
+])
+def test_batch_halves_give_the_one_thread_results(restore_threads, rng, precision, atol):
+    """bf16/int8 batches of >= 32 rows run in two halves side by side on 2 threads:
+    the same numbers as one team on 1 thread, with lengths, initial states, projection
+    and the original GRU, for an odd batch (halves of 17 and 16 rows)."""
+    layers = [fastlstm.LSTM(17, 37, num_layers=2, proj_size=5, precision=precision),
+              fastlstm.GRU(17, 37, precision=precision, linear_before_reset=False),
+              fastlstm.GRU(17, 129, precision=precision)]
+    batch = 33
+    x = rng.normal(size=(9, batch, 17)).astype(np.float32)
+    lengths = rng.integers(1, 10, batch)
+    for layer in layers:
+        h_out = layer.proj_size or layer.hidden_size
+        h0 = rng.normal(size=(layer.num_layers, batch, h_out)).astype(np.float32)
+        state = (h0, rng.normal(size=(layer.num_layers, batch, layer.hidden_size))
+                 .astype(np.float32)) if isinstance(layer, fastlstm.LSTM) else h0
+        fastlstm.set_num_threads(1)
+        one = layer(x, state, lengths=lengths)
+        fastlstm.set_num_threads(2)
+        two = layer(x, state, lengths=lengths)
+        np.testing.assert_allclose(two[0], one[0], atol=atol, rtol=0)
+        for got, expected in zip(_parts(two[1]), _parts(one[1])):
+            np.testing.assert_allclose(got, expected, atol=atol, rtol=0)
+
+
+def _parts(state):
+    """An LSTM's (h, c) or another cell's h, as a tuple."""
+    return state if isinstance(state, tuple) else (state,)
+
+
 @pytest.mark.parametrize("backend", fastlstm.available_backends())
 def test_one_thread_means_one_busy_core(restore_threads, backend, rng):
     """With set_num_threads(1) a big call keeps process CPU time at its wall time
