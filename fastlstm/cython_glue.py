@@ -201,17 +201,21 @@ def _threads_for(flops_per_step, n_blocks, available=None):
     return int(max(1, wanted)) if _kernels.openmp_enabled() else 1
 
 
-def thread_split(step_flops, n_blocks, n_steps, batch, teams=1):
-    """(threads of a direction's team, threads of a separate input projection or 0), for
-    ``teams`` directions running side by side, each on its own share of the threads.
+def thread_split(step_flops, n_blocks, n_steps, batch, teams=1, apart=False):
+    """(threads of a plan's team, threads of a separate input projection or 0), for
+    ``teams`` plans running side by side, each on its own share of the threads, each
+    doing step_flops a step.
 
     The steps' teams also run the projection, each thread its own blocks, unless the
-    projection alone would use more threads (long inputs to a small layer).  Measured
-    on step1 (LSTM 256/256, one step), 2 threads: the team's projection keeps each
-    core's half of W_ih in its L2 across calls."""
+    projection alone would use more threads (long inputs to a small layer), or the
+    plans share out the rows (``apart``: one projection of every row comes first).
+    Measured on step1 (LSTM 256/256, one step), 2 threads: the team's projection keeps
+    each core's half of W_ih in its L2 across calls."""
     step_threads = _threads_for(step_flops, n_blocks, max(1, get_num_threads() // teams))
     project_threads = _threads_for(step_flops * n_steps, n_steps * batch)
-    return step_threads, (project_threads if project_threads > teams * step_threads else 0)
+    if apart or project_threads > teams * step_threads:
+        return step_threads, project_threads
+    return step_threads, 0
 
 
 # bf16/int8 batches split in two halves on 2+ threads from this many rows, when each
@@ -310,7 +314,8 @@ def sequence_plan(mode, xproj, xcol, direction, has_proj, h_state, c_state, h_fu
         plan, mode, xproj, xcol, direction.w_hh, has_proj, direction.w_hr, direction.b_hn,
         h_state, c_state, h_full, n_active, reverse, out_col, hidden_out, threads,
         direction.peep, variant.coupled_input_forget, variant.clip, direction.w_hn,
-        scratch.rh[lane], scratch.z[lane], scratch.scratch, direction.scale_hh, direction.scale_hr, direction.scale_hn,
+        scratch.rh[lane], scratch.z[lane], scratch.scratch, direction.scale_hh,
+        direction.scale_hr, direction.scale_hn,
         scratch.q_scratch, direction.wq if _USE_VNNI else None, direction.wsum,
         scratch.u8_scratch, _USE_AMX, direction.wp, scratch.a16_scratch,
         hidden_size if mode == _kernels.LSTM else 0, row0)
@@ -387,19 +392,16 @@ class _Workspace:
         self.ragged = False  # the lanes' n_active hold a call's lengths
         self.kernel = KernelScratch(batch, hidden_size, hidden_out, self.threads, reset_before,
                                     [lane.rows for lane in self.lanes])
-        step_flops = 2 * batch * hidden_out * n_blk * gates * UNITS
-        # project_threads 0: the steps' teams project (thread_split); split rows take
-        # xproj from one projection of every row
-        teams = 1 if self.layout == "team" else 2
+        lane_flops = 2 * self.lanes[0].rows * hidden_out * n_blk * gates * UNITS
+        # project_threads 0: the steps' teams project (thread_split)
         self.step_threads, self.project_threads = thread_split(
-            step_flops // (2 if self.layout == "rows" else 1), n_blk, n_steps, batch, teams)
-        if self.layout == "rows":
-            self.project_threads = _threads_for(step_flops * n_steps, n_steps * batch)
+            lane_flops, n_blk, n_steps, batch, 1 if self.layout == "team" else len(self.lanes),
+            apart=self.layout == "rows")
         self.project = (ProjectScratch(max(input_size, n_dirs * hidden_out), gates, self.threads)
                         if _AMX_CPU else None)
         self.plans = {}  # id(packed layers) -> (packed layers, their SequencePlans)
 
-    def set_lengths(self, lengths, n_steps, batch):
+    def set_lengths(self, lengths, n_steps):
         """The lanes' rows active at each step for sorted ``lengths`` (None: all rows)."""
         if lengths is not None and lengths[-1] != n_steps:
             # lengths sorted descending: rows with length > t are a prefix
@@ -480,7 +482,7 @@ def run_layers(mode, layers, hidden_size, proj_size, x, h0, c0, lengths):
                     n_steps, batch, x.shape[2], hidden_size, proj_size, n_dirs, gates,
                     mode == "LSTM", reset_before, weight_bytes)
     plans = ws.plans_for(mode, layers, hidden_size, proj_size)
-    ws.set_lengths(lengths, n_steps, batch)
+    ws.set_lengths(lengths, n_steps)
     n_states = len(layers) * n_dirs
     h_n = np.empty((n_states, batch, hidden_out), np.float32)
     c_n = np.empty((n_states, batch, hidden_size), np.float32) if mode == "LSTM" else None

@@ -29,9 +29,18 @@ def many_threads(monkeypatch, restore_threads):
 
 def _torch_lstm(layer):
     module = torch.nn.LSTM(layer.input_size, layer.hidden_size, num_layers=layer.num_layers,
-                           proj_size=layer.proj_size)
+                           proj_size=layer.proj_size, bidirectional=layer.bidirectional)
     module.load_state_dict({k: torch.from_numpy(v) for k, v in layer.state_dict().items()})
     return module
+
+
+def _assert_torch_results(layer, x, out, h_n, c_n):
+    """out, h_n, c_n are what torch's LSTM with ``layer``'s weights gives for x."""
+    with torch.no_grad():
+        expected, (h, c) = _torch_lstm(layer)(torch.from_numpy(x))
+    np.testing.assert_allclose(out, expected.numpy(), **TOLERANCE["torch"])
+    np.testing.assert_allclose(h_n, h.numpy(), **TOLERANCE["torch"])
+    np.testing.assert_allclose(c_n, c.numpy(), **TOLERANCE["torch"])
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -100,11 +109,7 @@ def test_a_bound_plan_runs_the_layer(rng):
     out = np.empty((3, 2, 17), np.float32)
     h_n, c_n = np.empty((1, 2, 17), np.float32), np.empty((1, 2, 17), np.float32)
     plan.run(x.reshape(6, 5), out, None, None, h_n, c_n, 0)
-    with torch.no_grad():
-        expected, (h, c) = _torch_lstm(layer)(torch.from_numpy(x))
-    np.testing.assert_allclose(out, expected.numpy(), **TOLERANCE["torch"])
-    np.testing.assert_allclose(h_n, h.numpy(), **TOLERANCE["torch"])
-    np.testing.assert_allclose(c_n, c.numpy(), **TOLERANCE["torch"])
+    _assert_torch_results(layer, x, out, h_n, c_n)
 
 
 @pytest.mark.parametrize("x_shape, out_shape, match", [
@@ -208,13 +213,7 @@ def test_directions_side_by_side_equal_torch(rng):
     out = np.empty((3, 2, 34), np.float32)
     h_n, c_n = np.empty((2, 2, 17), np.float32), np.empty((2, 2, 17), np.float32)
     cython_glue._kernels.run_side_by_side(*plans, x.reshape(6, 5), out, None, None, h_n, c_n, 0, 1)
-    module = torch.nn.LSTM(5, 17, bidirectional=True)
-    module.load_state_dict({k: torch.from_numpy(v) for k, v in layer.state_dict().items()})
-    with torch.no_grad():
-        expected, (h, c) = module(torch.from_numpy(x))
-    np.testing.assert_allclose(out, expected.numpy(), **TOLERANCE["torch"])
-    np.testing.assert_allclose(h_n, h.numpy(), **TOLERANCE["torch"])
-    np.testing.assert_allclose(c_n, c.numpy(), **TOLERANCE["torch"])
+    _assert_torch_results(layer, x, out, h_n, c_n)
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -256,11 +255,7 @@ def test_batch_halves_side_by_side_equal_torch(rng):
     out = np.empty((3, 3, 17), np.float32)
     h_n, c_n = np.empty((1, 3, 17), np.float32), np.empty((1, 3, 17), np.float32)
     cython_glue._kernels.run_side_by_side(*plans, None, out, None, None, h_n, c_n, 0, 0)
-    with torch.no_grad():
-        expected, (h, c) = _torch_lstm(layer)(torch.from_numpy(x))
-    np.testing.assert_allclose(out, expected.numpy(), **TOLERANCE["torch"])
-    np.testing.assert_allclose(h_n, h.numpy(), **TOLERANCE["torch"])
-    np.testing.assert_allclose(c_n, c.numpy(), **TOLERANCE["torch"])
+    _assert_torch_results(layer, x, out, h_n, c_n)
 
 
 def test_run_side_by_side_rejects_overlapping_rows():
