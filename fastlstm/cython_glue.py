@@ -477,8 +477,9 @@ def run_layers(mode, layers, hidden_size, proj_size, x, h0, c0, lengths):
     n_dirs = len(layers[0].directions)
     hidden_out = proj_size or hidden_size
     weight_bytes = layers[0].w_ih.dtype.itemsize
+    # plans bind the kernel paths in force when they are built (FASTLSTM_AMX, _VNNI)
     ws = _workspace((mode, reset_before, n_steps, batch, x.shape[2], hidden_size, proj_size, n_dirs,
-                     weight_bytes),
+                     weight_bytes, _USE_AMX, _USE_VNNI),
                     n_steps, batch, x.shape[2], hidden_size, proj_size, n_dirs, gates,
                     mode == "LSTM", reset_before, weight_bytes)
     plans = ws.plans_for(mode, layers, hidden_size, proj_size)
