@@ -20,7 +20,7 @@ from ._aligned import aligned, aligned_zeros
 from .kernels import cython_isa
 from .layout import sort_by_length
 from .params import GATES
-from .precision import bf16_bits, int8_rows
+from .precision import bf16_bits, bf16_parts, bf16_to_float32, int8_rows
 from .threads import get_num_threads
 from .variants import Variant
 
@@ -35,8 +35,10 @@ _DUMMY_MATRIX = np.zeros((1, 1), np.float32)
 # (same results: both compute exact integer sums).
 _USE_VNNI = os.environ.get("FASTLSTM_VNNI", "1") != "0"
 # On AMX tiles where the CPU has AMX-BF16/INT8: bf16 recurrent products at any batch,
-# int8's at >= 16 rows, and the input projection at >= 16 rows; FASTLSTM_AMX=0 forces
-# the AVX-512 paths.  The weights are also packed in the tiles' order only on such CPUs.
+# int8's at >= 16 rows, and the input projection at >= 16 rows; fp32 as six bf16
+# products (fp32 accuracy) at >= 32 rows (recurrent) and >= 256 (projection).
+# FASTLSTM_AMX=0 forces the AVX-512 paths.  The weights are also packed in the tiles'
+# order only on such CPUs.
 _AMX_CPU = _kernels.cpu_supports_amx()
 _USE_AMX = os.environ.get("FASTLSTM_AMX", "1") != "0"
 AMX_ROWS, AMX_PARTS, AMX_X_PARTS = _kernels.AMX_ROWS, _kernels.AMX_PARTS, _kernels.AMX_X_PARTS
@@ -61,7 +63,9 @@ class CythonDirection:
     scale_hn: np.ndarray
     wq: np.ndarray        # int8: w_hh in VNNI order (n_blk, K4, G*16, 4), else None
     wsum: np.ndarray      # int8: its column sums (n_blk, G*16) int32, else None
-    wp: np.ndarray        # bf16 on AMX CPUs: w_hh in pair order (n_blk, K2, G*16, 2), else None
+    # on AMX CPUs, w_hh in pair order (n_blk, Q*K2, G*16, 2): bf16 (Q = 1), or fp32 as
+    # Q = AMX_PARTS bf16 parts that sum to it; else None
+    wp: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -148,6 +152,23 @@ def _pair_order(blocked):
     return _k_groups(blocked, 2, 32)
 
 
+def _tile_weights(blocked, precision, input_weights=False):
+    """Weights (n_blk, K, W) in the AMX tiles' pair order where this CPU has them: bf16
+    as they are; int8 as bf16 values (input weights only); fp32 as AMX_PARTS bf16 parts
+    summing to them, stacked on axis 1 (so 1.5x their bytes more), unless a weight is not
+    the sum of its parts (inf, NaN, near float32's limit), when fp32 stays on FMAs.
+    Else None."""
+    if not _AMX_CPU or (precision == "int8" and not input_weights):
+        return None
+    if precision != "fp32":
+        return _pair_order(blocked)
+    parts = bf16_parts(blocked, AMX_PARTS)
+    total = bf16_to_float32(parts).astype(np.float64).sum(axis=0)
+    if not np.array_equal(total, blocked):
+        return None
+    return aligned(np.concatenate([_pair_order(part) for part in parts], axis=1))
+
+
 def _pack_direction(mode, hidden_size, direction, variant, precision):
     w_hh, scale_hh = _typed_blocks(direction["w_hh"], GATES[mode], hidden_size, precision)
     w_hn, scale_hn = _DUMMY[precision], None
@@ -159,7 +180,7 @@ def _pack_direction(mode, hidden_size, direction, variant, precision):
         w_hr, scale_hr = _typed_blocks(direction["w_hr"], 1, direction["w_hr"].shape[0], precision)
     peep = direction["peep"]
     wq, wsum = _vnni_order(w_hh) if precision == "int8" else (None, None)
-    wp = _pair_order(w_hh) if precision == "bf16" and _AMX_CPU else None
+    wp = _tile_weights(w_hh, precision)
     return CythonDirection(
         w_hh=w_hh,
         w_hr=w_hr,
@@ -191,7 +212,7 @@ def pack_layer(mode, hidden_size, proj_size, directions, variant, precision="fp3
                          for d in directions),
         variant=variant,
         scale_ih=None if precision != "int8" else np.ascontiguousarray(np.concatenate(scale_ih)),
-        w_ih_pairs=_pair_order(w_ih) if precision != "fp32" and _AMX_CPU else None,
+        w_ih_pairs=_tile_weights(w_ih, precision, input_weights=True),
     )
 
 
@@ -230,9 +251,10 @@ def lane_layout(n_dirs, batch, weight_bytes, recurrent_bytes):
     """How a layer's steps use the threads: "team" (one team runs each direction in
     turn, each thread its share of the blocks, a barrier every step), "directions" (the
     two directions at once, each on half of the threads), or "rows" (unidirectional
-    bf16/int8, weight_bytes < 4: the batch in two halves at once, each on half of the
-    threads; every core then reads all recurrent_bytes of W_hh a step, and splits and
-    quantizes only its own rows of h).  Two teams need no barrier between them.
+    bf16/int8, weight_bytes < 4, or fp32 whose halves each run on AMX tiles: the batch
+    in two halves at once, each on half of the threads; every core then reads all
+    recurrent_bytes of W_hh a step, and splits and quantizes only its own rows of h).
+    Two teams need no barrier between them.
     Measured, 2 threads, 100 steps, median ms:
     - directions, one team per direction in turn -> side by side, two alternations:
       LSTM 256/256 2 layers bidirectional batch 8 (stack_bi) fp32 15.5-16.8 -> 14.6-15.1,
@@ -248,13 +270,18 @@ def lane_layout(n_dirs, batch, weight_bytes, recurrent_bytes):
       -> 11.3-11.5, 8 5.5 -> 6.7-6.8, 4 3.0-3.2 -> 5.1-5.2; int8 (1 MiB) 8 5.0-5.1 ->
       4.6-4.7, 4 2.6-2.8 -> 2.7; 384 bf16 (1.1 MiB) 8 3.5-3.7 -> 3.5-3.6;
       fp32 256 batch 64 26.0-26.9 -> 25.5-26.0, 16 6.2-6.5 -> 6.2-6.3: not worth a
-      second copy of W_hh in each core's L2."""
+      second copy of W_hh in each core's L2 on FMAs; on AMX tiles (halves of 32+ rows,
+      kernels/fastlstm_simd.h FL_AMX_F32_MIN_ROWS), where every step splits h in bf16
+      parts, it is: 256 batch 64 20.7-21.0 -> 18.4-18.8, GRU 16.2-17.2 -> 14.7-15.9,
+      batch 128 44.8-45.0 -> 39.2-39.4; 512 batch 64 81.1-82.6 -> 78.7-79.5."""
     if get_num_threads() < 2 or not _kernels.openmp_enabled():
         return "team"
     if n_dirs == 2:
         return "directions"
     if weight_bytes < 4 and batch >= _ROW_SPLIT_MIN_BATCH and (
             recurrent_bytes <= _ROW_SPLIT_MAX_WEIGHTS or batch >= _ROW_SPLIT_ANY_WEIGHTS):
+        return "rows"
+    if weight_bytes == 4 and _AMX_CPU and _USE_AMX and batch >= 2 * _kernels.AMX_F32_MIN_ROWS:
         return "rows"
     return "team"
 
@@ -340,7 +367,8 @@ class ProjectScratch:
 
     def __init__(self, k_max, gates, threads):
         threads = max(1, threads)
-        self.a16 = aligned_zeros((threads, AMX_X_PARTS * AMX_ROWS * _round_up(k_max, 32)), np.uint16)
+        x_rows = max(AMX_X_PARTS * AMX_ROWS, AMX_PARTS * _kernels.AMX_F32_PANEL_ROWS)
+        self.a16 = aligned_zeros((threads, x_rows * _round_up(k_max, 32)), np.uint16)
         self.stage = aligned_zeros((threads, AMX_ROWS * gates * UNITS), np.float32)
 
 

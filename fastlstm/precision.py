@@ -39,6 +39,19 @@ def bf16_to_float32(bits):
     return (np.asarray(bits, dtype=np.uint32) << np.uint32(16)).view(np.float32)
 
 
+def bf16_parts(weight, n_parts):
+    """float32 array -> (n_parts, *shape) uint16 bfloat16 bits whose values sum to it:
+    part 0 rounds the weight to nearest even, each next part the rest.  Three parts take
+    all 24 bits of a normal float's mantissa."""
+    rest = np.array(weight, dtype=np.float32)
+    parts = np.empty((n_parts,) + rest.shape, np.uint16)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: no sum exists
+        for p in range(n_parts):
+            parts[p] = bf16_bits(rest)
+            rest -= bf16_to_float32(parts[p])
+    return parts
+
+
 def int8_rows(weight):
     """(N, K) float32 -> (q (N, K) int8, scale (N,) float32) with w ~= q * scale[:, None]."""
     weight = np.asarray(weight, dtype=np.float32)

@@ -30,6 +30,9 @@ cdef extern from "fastlstm_simd.h" nogil:
         FL_AMX_PARTS
         FL_AMX_X_PARTS
         FL_AMX_STACKED_ROWS
+        FL_AMX_F32_MIN_ROWS
+        FL_AMX_F32_PANEL_ROWS
+        FL_AMX_F32_PROJECT_ROWS
     long FL_AMX_STACKED_TILE_ROWS(long n)
     ctypedef struct fl_block_args:
         const void *w
@@ -63,6 +66,8 @@ cdef extern from "fastlstm_simd.h" nogil:
         long ldr2
         const uint16_t *wp
         long K2p
+        int wp_parts
+        long wp_part
         const uint16_t *a16
         long lda16
         long a16_part
@@ -70,7 +75,7 @@ cdef extern from "fastlstm_simd.h" nogil:
     void fl_block(int mode, long n_rows, const fl_block_args *args, float *scratch)
     void fl_block_amx(int mode, long n_rows, const fl_block_args *args, float *scratch)
     void fl_block_amx_stacked(int mode, long n_rows, const fl_block_args *args, float *scratch)
-    void fl_project_amx(int G, const uint16_t *w_pairs, long K2p, const float *wscale,
+    void fl_project_amx(int G, const uint16_t *w_pairs, long K2p, int w_parts, const float *wscale,
                         long n_blocks, long K, const float *bias, const float *x, long ldx,
                         float *out, long ldo, long row0, long row1, uint16_t *a16, float *stage)
     void fl_bf16_split_rows(const float *x, long ldx, long K, long rows, uint16_t *out,
@@ -107,6 +112,8 @@ UNITS_PER_BLOCK = FL_U
 AMX_ROWS = FL_AMX_ROWS
 AMX_PARTS = FL_AMX_PARTS
 AMX_X_PARTS = FL_AMX_X_PARTS
+AMX_F32_MIN_ROWS = FL_AMX_F32_MIN_ROWS
+AMX_F32_PANEL_ROWS = FL_AMX_F32_PANEL_ROWS
 
 
 def amx_stacked_scratch_rows(long batch):
@@ -228,10 +235,12 @@ ctypedef struct SeqArgs:
     uint8_t *u8_scratch     # (threads, u8_stride) quantized rows + 128 for vpdpbusd
     long u8_stride          # >= B_pad * ldu
     long ldu
-    bint amx                # products on AMX tiles: int8 at >= FL_AMX_MIN_ROWS rows, bf16 always
-    const uint16_t *wp      # bf16: (n_blk, K2p, width, 2) w_hh in pair order, or NULL
+    bint amx                # products on AMX tiles: int8 at >= FL_AMX_MIN_ROWS rows, bf16
+                            # always, fp32 at >= FL_AMX_F32_MIN_ROWS
+    const uint16_t *wp      # bf16, fp32: (n_blk, wp_parts * K2p, width, 2) w_hh in pair order, or NULL
     long K2p
-    uint16_t *a16_scratch   # bf16: (threads, FL_AMX_PARTS * B_pad * 2*K2p) h split in parts
+    int wp_parts            # 1 (bf16) or FL_AMX_PARTS (fp32's bf16 parts)
+    uint16_t *a16_scratch   # bf16, fp32: (threads, FL_AMX_PARTS * B_pad * 2*K2p) h split in parts
     long a16_stride
     # The input projection, when the team runs it before the steps (p_rows > 0): each
     # thread projects the blocks whose steps it runs, so no barrier sits between the
@@ -267,7 +276,8 @@ cdef inline const void *_weights(int wt, const void *base, long elements) noexce
 
 
 cdef inline bint _project_on_tiles(const SeqArgs *s) noexcept nogil:
-    return s.p_rows > 0 and s.p_pairs != NULL and s.p_rows >= FL_AMX_MIN_ROWS
+    return s.p_rows > 0 and s.p_pairs != NULL and s.p_rows >= (
+        FL_AMX_F32_PROJECT_ROWS if s.wt == 0 else FL_AMX_MIN_ROWS)
 
 
 cdef inline bint _pairs_cover(long K2p, long K) noexcept nogil:
@@ -275,16 +285,24 @@ cdef inline bint _pairs_cover(long K2p, long K) noexcept nogil:
     return K2p % 16 == 0 and K <= 2 * K2p < K + 32
 
 
-cdef bint _projection_pairs_fit(const uint16_t[:, :, :, ::1] w_pairs, long n_blocks, long width,
-                                long K, uint16_t[:, ::1] a16_scratch, float[:, ::1] stage,
-                                int n_threads):
-    """Whether the AMX projection's pair-order weights and per-thread scratch match
-    weights of n_blocks blocks of K x width for n_threads threads."""
-    cdef long K2p = w_pairs.shape[1]
-    return (w_pairs.shape[0] == n_blocks and w_pairs.shape[2] == width and _pairs_cover(K2p, K)
+cdef inline int _tile_parts(int wt) noexcept nogil:
+    """Parts of the weights in AMX pair order: fp32 as FL_AMX_PARTS bf16 parts, else 1."""
+    return FL_AMX_PARTS if wt == 0 else 1
+
+
+cdef bint _projection_pairs_fit(const uint16_t[:, :, :, ::1] w_pairs, int wt, long n_blocks,
+                                long width, long K, uint16_t[:, ::1] a16_scratch,
+                                float[:, ::1] stage, int n_threads):
+    """Whether the AMX projection's pair-order weights (of weight type wt's parts) and
+    per-thread scratch match weights of n_blocks blocks of K x width for n_threads threads."""
+    cdef int parts = _tile_parts(wt)
+    cdef long K2p = w_pairs.shape[1] // parts
+    cdef long x_rows = FL_AMX_PARTS * FL_AMX_F32_PANEL_ROWS if wt == 0 else FL_AMX_X_PARTS * FL_AMX_ROWS
+    return (w_pairs.shape[0] == n_blocks and w_pairs.shape[1] == parts * K2p
+            and w_pairs.shape[2] == width and _pairs_cover(K2p, K)
             and a16_scratch is not None and stage is not None
             and a16_scratch.shape[0] >= n_threads and stage.shape[0] >= n_threads
-            and a16_scratch.shape[1] >= FL_AMX_X_PARTS * FL_AMX_ROWS * 2 * K2p
+            and a16_scratch.shape[1] >= x_rows * 2 * K2p
             and stage.shape[1] >= FL_AMX_ROWS * width)
 
 
@@ -302,10 +320,21 @@ cdef void _project_part(int G, int wt, const void *w, const float *wscale, const
     bias, pairs and out point at block 0; ``a16``, ``stage`` are this thread's scratch."""
     cdef long width = G * FL_U
     cdef const float *ws = wscale + b0 * width if wscale != NULL else NULL
+    cdef int w_parts = _tile_parts(wt)
+    cdef long r_tiles = r1
     if b1 <= b0 or r1 <= r0:
         return
-    if pairs != NULL:
-        fl_project_amx(G, pairs + b0 * K2p * width * 2, K2p, ws, b1 - b0, K, bias + b0 * width,
+    if pairs != NULL and wt == 0:  # fp32: whole tile pairs of rows on tiles, the rest on FMAs
+        r_tiles = r0 + (r1 - r0) // FL_AMX_ROWS * FL_AMX_ROWS if r1 - r0 >= FL_AMX_F32_PROJECT_ROWS else r0
+        if r_tiles > r0:
+            fl_project_amx(G, pairs + b0 * w_parts * K2p * width * 2, K2p, w_parts, ws, b1 - b0,
+                           K, bias + b0 * width, x, ldx, out + b0 * width, ldo, r0, r_tiles, a16,
+                           stage)
+        if r1 > r_tiles:
+            fl_project_rows(G, wt, _weights(wt, w, b0 * K * width), ws, b1 - b0, K,
+                            bias + b0 * width, x, ldx, out + b0 * width, ldo, r_tiles, r1)
+    elif pairs != NULL:
+        fl_project_amx(G, pairs + b0 * K2p * width * 2, K2p, 1, ws, b1 - b0, K, bias + b0 * width,
                        x, ldx, out + b0 * width, ldo, r0, r1, a16, stage)
     else:
         fl_project_rows(G, wt, _weights(wt, w, b0 * K * width), ws, b1 - b0, K,
@@ -380,6 +409,8 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier, int tid,
     a.a16_part = rows_pad * 2 * s.K2p
     a.a16_parts = FL_AMX_PARTS
     a.K2p = s.K2p
+    a.wp_parts = s.wp_parts
+    a.wp_part = s.K2p * s.width * 2
     for step in range(s.n_steps):
         t = s.n_steps - 1 - step if s.reverse else step
         n_act = s.n_active[t]
@@ -389,8 +420,9 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier, int tid,
         backwards = (step + s.first_step_parity) & 1
         h_cur = s.h_state + (step % 2) * s.batch * s.ld_state
         h_nxt = s.h_state + ((step + 1) % 2) * s.batch * s.ld_state
-        stacked_step = amx and a16 != NULL and n_act <= FL_AMX_STACKED_ROWS
-        amx_step = amx and n_act >= FL_AMX_MIN_ROWS and not stacked_step
+        stacked_step = amx and a16 != NULL and s.wp_parts == 1 and n_act <= FL_AMX_STACKED_ROWS
+        amx_step = amx and not stacked_step and n_act >= (
+            FL_AMX_MIN_ROWS if s.wp_parts == 1 else FL_AMX_F32_MIN_ROWS)
         if hq != NULL:
             fl_quantize_rows(h_cur, s.ld_state, s.K, n_act, hq, s.ldq, hu8, s.ldu, hscale)
         if amx_step and a16 != NULL:
@@ -431,7 +463,7 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier, int tid,
             a.ldr = s.ldr
             a.wq = s.wq + blk * s.ldu * s.width if hu8 != NULL else NULL
             a.wsum = s.wsum + blk * s.width if hu8 != NULL else NULL
-            a.wp = s.wp + blk * s.K2p * s.width * 2 if a16 != NULL else NULL
+            a.wp = s.wp + blk * s.wp_parts * s.K2p * s.width * 2 if a16 != NULL else NULL
             if amx_step:
                 fl_block_amx(s.mode, n_act, &a, scratch)
             elif stacked_step:
@@ -840,11 +872,13 @@ def bind_sequence(SequencePlan plan, int mode, float[:, :, ::1] xproj, long xcol
                                       multiple of 64, to use vpdpbusd and AMX (optional)
     wsum     (n_blk, G*16) int32 IN   its column sums
     u8_scratch (threads, B_pad*K4*4)  per-thread h rows + 128 for vpdpbusd and AMX
-    amx                               products on AMX tiles when the CPU has them, at
-                                      >= 16 rows: int8 needs wq, bf16 needs wp
-    wp       (n_blk, K2, G*16, 2) IN  bf16: w_hh in pair order, 2*K2 = K rounded up to a
-                                      multiple of 32 (optional)
-    a16_scratch (threads, 2*P*B_pad*K2) bf16: per-thread h split in P = AMX_PARTS bf16 parts
+    amx                               products on AMX tiles when the CPU has them: int8
+                                      (needs wq) at >= 16 rows, bf16 (needs wp) always,
+                                      fp32 (needs wp) at >= AMX_F32_MIN_ROWS rows
+    wp       (n_blk, Q*K2, G*16, 2) IN  w_hh in pair order, 2*K2 = K rounded up to a
+                                      multiple of 32: bf16 (Q = 1), or fp32 as Q = AMX_PARTS
+                                      bf16 parts summing to it, each (K2, G*16, 2) (optional)
+    a16_scratch (threads, 2*P*B_pad*K2) bf16, fp32: per-thread h split in P = AMX_PARTS bf16 parts
     w_hr     (n_pblk, H, 16) IN       projection, blocked (used when has_proj)
     b_hn     (n_blk*16,) IN           GRU recurrent new-gate bias, padded
     h_state  (2, B, ld) IN/OUT        [0] holds h0 (padded); ping-pong buffers
@@ -948,15 +982,17 @@ def bind_sequence(SequencePlan plan, int mode, float[:, :, ::1] xproj, long xcol
             s.u8_scratch = &u8_scratch[0, 0]
             s.u8_stride = u8_scratch.shape[1]
             s.amx = amx and fl_amx_usable()
-    if s.wt == 1 and amx and wp is not None and fl_amx_usable():
-        s.K2p = wp.shape[1]
-        if (wp.shape[0] != s.n_blk or wp.shape[2] != s.width or not _pairs_cover(s.K2p, s.K)
+    if s.wt != 2 and amx and wp is not None and fl_amx_usable():
+        s.wp_parts = _tile_parts(s.wt)
+        s.K2p = wp.shape[1] // s.wp_parts
+        if (wp.shape[0] != s.n_blk or wp.shape[1] != s.wp_parts * s.K2p
+                or wp.shape[2] != s.width or not _pairs_cover(s.K2p, s.K)
                 or scratch is None or a16_scratch is None
                 or a16_scratch.shape[0] < scratch.shape[0]
                 or a16_scratch.shape[1] < FL_AMX_PARTS * rows_pad * 2 * s.K2p
                 or scratch.shape[1] < FL_AMX_STACKED_TILE_ROWS(min(s.batch, FL_AMX_STACKED_ROWS))
                 * s.width):
-            raise ValueError("bf16: wp, a16_scratch or scratch do not match w_hh")
+            raise ValueError("wp, a16_scratch or scratch do not match w_hh")
         s.amx = True
         s.wp = &wp[0, 0, 0, 0]
         s.a16_scratch = &a16_scratch[0, 0]
@@ -1011,8 +1047,8 @@ def bind_projection(SequencePlan plan, const weight_t[:, :, ::1] w_blocks, const
     s.p_scale = &scale[0] if scale is not None else NULL
     s.p_pairs = NULL
     if w_pairs is not None and fl_amx_usable():
-        s.p_K2p = w_pairs.shape[1]
-        if not _projection_pairs_fit(w_pairs, s.n_blk, s.xwidth, s.p_K, a16_scratch, stage,
+        s.p_K2p = w_pairs.shape[1] // _tile_parts(wt)
+        if not _projection_pairs_fit(w_pairs, wt, s.n_blk, s.xwidth, s.p_K, a16_scratch, stage,
                                      plan.n_threads):
             raise ValueError("bind_projection: w_pairs, a16_scratch or stage do not match w_blocks")
         s.p_pairs = &w_pairs[0, 0, 0, 0]
@@ -1079,8 +1115,8 @@ def project(int gates, const weight_t[:, :, ::1] w_blocks, const float[::1] bias
     if wt == 2 and scale is None:
         raise ValueError("int8 weights need their column scales")
     if w_pairs is not None and n_rows >= FL_AMX_MIN_ROWS and fl_amx_usable():
-        K2p = w_pairs.shape[1]
-        if not _projection_pairs_fit(w_pairs, n_blocks, gates * FL_U, K, a16_scratch, stage,
+        K2p = w_pairs.shape[1] // _tile_parts(wt)
+        if not _projection_pairs_fit(w_pairs, wt, n_blocks, gates * FL_U, K, a16_scratch, stage,
                                      n_threads):
             raise ValueError("project: w_pairs, a16_scratch or stage do not match w_blocks")
         pairs = &w_pairs[0, 0, 0, 0]

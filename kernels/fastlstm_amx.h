@@ -1,5 +1,6 @@
 /* AMX tile products of the Cython backend: bf16 and int8 weights at batch >= 16
- * and in the input projection.  Included by fastlstm_simd.h; compiled into the
+ * and in the input projection, and fp32 weights as three bf16 parts (fl_amx_gates's
+ * b_parts) at batch >= 32 and in projections of >= 256 rows.  Included by fastlstm_simd.h; compiled into the
  * AVX-512 module only, and entered only when fl_amx_usable() says the CPU has
  * AMX-BF16/INT8 and Linux granted the tile state (arch_prctl).
  *
@@ -9,7 +10,8 @@
  * 6-7 B, so every B tile loaded serves 32 rows.
  *
  * B layouts (packed once by fastlstm/cython_glue.py), per block of G*16 columns:
- *   bf16 "pairs": (K2p, G*16, 2), K zero-padded to a multiple of 32
+ *   bf16 "pairs": (K2p, G*16, 2), K zero-padded to a multiple of 32; fp32 weights
+ *                 as three such parts one after the other
  *   int8 "quads": (K4p, G*16, 4), K zero-padded to a multiple of 64 (also the
  *                 vpdpbusd layout of fastlstm_simd.h)
  * A rows are padded the same way; row counts are padded to FL_AMX_ROWS by the
@@ -177,17 +179,21 @@ static FL_AMX_TARGET void fl_amx_end(void) { _tile_release(); }
 #define FL_AMX_DP(int8, c, x, y) \
     do { if (int8) _tile_dpbusd(c, x, y); else _tile_dpbf16ps(c, x, y); } while (0)
 
-/* gates (rows, G*16), stride ldg floats = sum over parts p of A_p . B, one block.
+/* gates (rows, G*16), stride ldg floats = sum over parts p of A and q of B with
+ * p + q < parts of A_p . B_q, one block.
  * A_p: rows of n_chunks * 64 bytes, row stride lda bytes, part p at a + p * part
- * bytes; B: (n_chunks * 16, G*16, 64/16 bytes) in pair (bf16) or quad (int8) order.
+ * bytes; B_q: (n_chunks * 16, G*16, 64/16 bytes) in pair (bf16) or quad (int8) order,
+ * part q at b + q * b_part bytes.  b_parts 1: bf16 or int8 weights times every part
+ * of A; 3 (with 3 parts of A): fp32 weights, A_p . B_q for the six p + q <= 2, whose
+ * sum leaves out terms below 2^-24 of the product (so fp32 accuracy).
  * bf16 (int8 = 0): fp32 sums.  int8: A holds q + 128 as u8 and B int8 (one part);
  * the int32 sums, less 128 * wsum, are converted to floats, so the result is the
  * exact integer sum of q * w.  bias (G*16 floats, bf16 only) or NULL: added to every
  * row (the tiles start from it).  rows: a multiple of FL_AMX_ROWS. */
 static FL_AMX_TARGET void fl_amx_gates(int G, long rows, int int8, const uint8_t *a, long lda,
                                        long part, int parts, long n_chunks, const uint8_t *b,
-                                       const int32_t *wsum, const float *bias, float *gates,
-                                       long ldg)
+                                       int b_parts, long b_part, const int32_t *wsum,
+                                       const float *bias, float *gates, long ldg)
 {
     const long width = (long)G * FL_U, ldb = width * 4, chunk = 16 * ldb, ldg_bytes = ldg * 4;
     for (long r0 = 0; r0 < rows; r0 += FL_AMX_ROWS) {
@@ -202,21 +208,23 @@ static FL_AMX_TARGET void fl_amx_gates(int G, long rows, int int8, const uint8_t
             } else {
                 _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
             }
-            for (long k = 0; k < n_chunks; k++) {
-                _tile_loadd(6, bg + k * chunk, ldb);
-                if (pair) _tile_loadd(7, bg + k * chunk + 64, ldb);
-                for (int p = 0; p < parts; p++) {
-                    const uint8_t *ak = a + p * part + r0 * lda + k * 64;
-                    _tile_loadd(4, ak, lda);
-                    _tile_loadd(5, ak + 16 * lda, lda);
-                    FL_AMX_DP(int8, 0, 4, 6);
-                    FL_AMX_DP(int8, 2, 5, 6);
-                    if (pair) {
-                        FL_AMX_DP(int8, 1, 4, 7);
-                        FL_AMX_DP(int8, 3, 5, 7);
+            for (long k = 0; k < n_chunks; k++)
+                for (int q = 0; q < b_parts; q++) {
+                    const uint8_t *bk = bg + q * b_part + k * chunk;
+                    _tile_loadd(6, bk, ldb);
+                    if (pair) _tile_loadd(7, bk + 64, ldb);
+                    for (int p = 0; p + q < parts; p++) {
+                        const uint8_t *ak = a + p * part + r0 * lda + k * 64;
+                        _tile_loadd(4, ak, lda);
+                        _tile_loadd(5, ak + 16 * lda, lda);
+                        FL_AMX_DP(int8, 0, 4, 6);
+                        FL_AMX_DP(int8, 2, 5, 6);
+                        if (pair) {
+                            FL_AMX_DP(int8, 1, 4, 7);
+                            FL_AMX_DP(int8, 3, 5, 7);
+                        }
                     }
                 }
-            }
             float *o = gates + r0 * ldg + g * FL_U;
             _tile_stored(0, o, ldg_bytes);
             _tile_stored(2, o + 16 * ldg, ldg_bytes);

@@ -67,6 +67,23 @@
  * Above FL_AMX_STACKED_ROWS the FL_AMX_ROWS path runs: its scratch does not grow with
  * the batch. */
 #define FL_AMX_STACKED_ROWS 128
+/* fp32 on AMX: weights and activations in three bf16 parts, and the six products of
+ * parts whose orders sum to <= 2 (fastlstm_amx.h), 4-9e-7 from PyTorch fp32 where the
+ * FMAs are 3-7e-7.  Recurrent products from FL_AMX_F32_MIN_ROWS rows.  Measured, 1
+ * thread, 100 steps, median ms, tiles vs FMAs (FASTLSTM_AMX=0) alternated twice:
+ * LSTM 256/256 batch 16 12.3-12.5 vs 11.3-11.4; 24: 15.6-15.8 vs 17.6, but 512/512
+ * 71-78 vs 71.3-71.5 and GRU 512 57-61 vs 52.5-52.8; 32: 256 18.5-19.1 vs 22.9-23.8,
+ * 512 84.4 vs 95-96. */
+#define FL_AMX_F32_MIN_ROWS 32
+/* The fp32 input projection on AMX: panels of FL_AMX_F32_PANEL_ROWS rows of split x,
+ * when a thread projects at least FL_AMX_F32_PROJECT_ROWS rows (its last rows short of
+ * a tile pair run on FMAs).  Below that the gain is at most 3% (LSTM 256/256 batch 1,
+ * 1 thread: 100 steps 1.12-1.18 vs 1.19-1.20 ms, 400 steps 4.44-4.55 vs 4.61-4.65),
+ * and an earlier attempt lost on lat_small and gru_med (fl_project_amx).  Panels of 32,
+ * 64, 128 rows: 34.9, 37.5, 36.2 ms on LSTM 256/256 batch 64, 157.9, 150.5, 154.3 on
+ * 512/512, within noise. */
+#define FL_AMX_F32_PANEL_ROWS 64
+#define FL_AMX_F32_PROJECT_ROWS 256
 #define FL_AMX_STACKED_TILE_ROWS(n) \
     ((n) >= 32 ? (FL_AMX_PARTS * (n) + 31) / 32 * 32 : (FL_AMX_PARTS * (n) + 15) / 16 * 16)
 
@@ -305,9 +322,12 @@ typedef struct {
     float *z;            /* (R, ldr) original GRU: z at this block's units */
     long ldr;
     long ldr2;           /* FL_GRU_N: row stride of h_self (the state), as a->ldh is r*h's */
-    /* bf16 on AMX (fastlstm_amx.h): weights in pair order and h split into bf16 parts */
-    const uint16_t *wp;  /* (K2p, G, 16, 2) this block's weights, or NULL */
+    /* bf16 and fp32 on AMX (fastlstm_amx.h): weights in pair order (fp32 as three bf16
+     * parts) and h split into bf16 parts */
+    const uint16_t *wp;  /* (wp_parts, K2p, G, 16, 2) this block's weights, or NULL */
     long K2p;
+    int wp_parts;        /* 1 (bf16) or FL_AMX_PARTS (fp32) */
+    long wp_part;        /* elements from one part of wp to the next */
     const uint16_t *a16; /* (parts, rows, lda16) h as bf16 hi (and lo) parts */
     long lda16;
     long a16_part;       /* elements from one part to the next */
@@ -762,7 +782,8 @@ static void fl_project_rows(int G, int wt, const void *w_blocks, const float *ws
 #if FL_HAVE_AMX
 /* One block at many rows on AMX: the products into scratch (rows padded to
  * FL_AMX_ROWS, G*16 columns), then the pointwise update of n_rows rows.  int8
- * takes h quantized (a->hu8, a->wq); bf16 takes h split in bf16 parts (a->a16, a->wp). */
+ * takes h quantized (a->hu8, a->wq); bf16 and fp32 take h split in bf16 parts (a->a16)
+ * and the weights in pair order (a->wp, fp32's in three parts). */
 static void fl_block_amx(int mode, long n_rows, const fl_block_args *args, float *scratch)
 {
     const int G = fl_gates(mode);
@@ -771,11 +792,11 @@ static void fl_block_amx(int mode, long n_rows, const fl_block_args *args, float
     fl_prefetch_x(mode, n_rows, args);
     if (args->wq)
         fl_amx_gates(G, rows, 1, args->hu8, args->ldu, 0, 1, args->ldu / 64,
-                     (const uint8_t *)args->wq, args->wsum, NULL, scratch, ldg);
+                     (const uint8_t *)args->wq, 1, 0, args->wsum, NULL, scratch, ldg);
     else
         fl_amx_gates(G, rows, 0, (const uint8_t *)args->a16, args->lda16 * 2, args->a16_part * 2,
-                     args->a16_parts, args->K2p / 16, (const uint8_t *)args->wp, NULL, NULL,
-                     scratch, ldg);
+                     args->a16_parts, args->K2p / 16, (const uint8_t *)args->wp, args->wp_parts,
+                     args->wp_part * 2, NULL, NULL, scratch, ldg);
     fl_pointwise_from(mode, n_rows, args, scratch);
 }
 
@@ -795,7 +816,8 @@ static void fl_block_amx_stacked(int mode, long n_rows, const fl_block_args *arg
      * -> 3.7. */
     if (FL_AMX_STACKED_TILE_ROWS(n_rows) % 32 == 0)
         fl_amx_gates(G, FL_AMX_STACKED_TILE_ROWS(n_rows), 0, (const uint8_t *)args->a16, lda, 0,
-                     1, args->K2p / 16, (const uint8_t *)args->wp, NULL, NULL, scratch, ldg);
+                     1, args->K2p / 16, (const uint8_t *)args->wp, 1, 0, NULL, NULL, scratch,
+                     ldg);
     else
         for (long r0 = 0; r0 < FL_AMX_PARTS * n_rows; r0 += 16)
             fl_amx_gates16(G, (const uint8_t *)args->a16 + r0 * lda, lda, args->K2p / 16,
@@ -814,21 +836,38 @@ static void fl_block_amx_stacked(int mode, long n_rows, const fl_block_args *arg
  * FL_AMX_X_PARTS bf16 parts, weights in pair order (n_blocks, K2p, G*16, 2) (bf16, or int8
  * values, exact in bf16, with their column scales wscale).
  * a16: FL_AMX_X_PARTS * FL_AMX_ROWS * 2*K2p bf16 and stage: FL_AMX_ROWS * G*16 floats of scratch.
- * fp32 weights stay on FMAs (fl_project_rows): their product on tiles as six bf16 products
- * (x and w in three parts each, the terms of order <= 2) ran 6400 x 256 @ 256 x 1024 in
- * 15 ms against the FMAs' 18-22 ms in a harness, but in fastlstm bench (FASTLSTM_AMX on and
- * off alternated twice) no config got faster: lat_small 1t 0.24 vs 0.21 ms, gru_med 1t
- * 0.83-0.90 vs 0.73-0.81, thr_med 1t 44.9 vs 40.0-43.6, gru_thr 2t 19.5 vs 16.6-17.8.
+ * fp32 (w_parts = FL_AMX_PARTS: w_pairs holds each block's three parts, (3, K2p, G*16, 2)):
+ * x in three parts too, panels of FL_AMX_F32_PANEL_ROWS rows, row1 - row0 a multiple of
+ * FL_AMX_ROWS, and a16 FL_AMX_PARTS * FL_AMX_F32_PANEL_ROWS * 2*K2p.  An earlier version
+ * (32-row panels, every batch size) lost in fastlstm bench at batch 1 (lat_small 1t 0.24 vs
+ * 0.21 ms, gru_med 0.83-0.90 vs 0.73-0.81): the caller now keeps fewer than
+ * FL_AMX_F32_PROJECT_ROWS rows on FMAs.  With it and the recurrent products on tiles, LSTM
+ * 256/256 batch 64 x 100 steps, 1 thread: 43.2-46.4 ms on FMAs -> 37.0; GRU 33.6-35.2 ->
+ * 28.9; LSTM 512/512 171.5-177.6 -> 152.
  * Full panels of unscaled (bf16) weights start their tiles from the bias and store them
  * straight into out; the rest go through stage.  Without the stage pass, bf16 256/256,
  * batch 64 x 100 steps, median ms, builds alternated 6 times: LSTM 1 thread 17.3-17.9
  * -> 16.6-17.4, 2 threads 12.2-12.7 -> 11.2-12.3; GRU 1 thread 12.2 -> 11.5. */
-static void fl_project_amx(int G, const uint16_t *w_pairs, long K2p, const float *wscale,
-                           long n_blocks, long K, const float *bias, const float *x, long ldx,
-                           float *out, long ldo, long row0, long row1, uint16_t *a16,
-                           float *stage)
+static void fl_project_amx(int G, const uint16_t *w_pairs, long K2p, int w_parts,
+                           const float *wscale, long n_blocks, long K, const float *bias,
+                           const float *x, long ldx, float *out, long ldo, long row0, long row1,
+                           uint16_t *a16, float *stage)
 {
-    const long width = (long)G * FL_U, lda = 2 * K2p, part = FL_AMX_ROWS * lda;
+    const long width = (long)G * FL_U, lda = 2 * K2p;
+    if (w_parts > 1) {  /* fp32: rows in whole tile pairs, x in as many parts as w */
+        const long part = FL_AMX_F32_PANEL_ROWS * lda;
+        for (long p0 = row0; p0 < row1; p0 += FL_AMX_F32_PANEL_ROWS) {
+            const long n = row1 - p0 < FL_AMX_F32_PANEL_ROWS ? row1 - p0 : FL_AMX_F32_PANEL_ROWS;
+            fl_bf16_split_rows(x + p0 * ldx, ldx, K, n, a16, part, w_parts, lda);
+            for (long blk = 0; blk < n_blocks; blk++)
+                fl_amx_gates(G, n, 0, (const uint8_t *)a16, lda * 2, part * 2, w_parts, K2p / 16,
+                             (const uint8_t *)(w_pairs + blk * w_parts * K2p * width * 2),
+                             w_parts, K2p * width * 4, NULL, bias + blk * width,
+                             out + p0 * ldo + blk * width, ldo);
+        }
+        return;
+    }
+    const long part = FL_AMX_ROWS * lda;
     for (long p0 = row0; p0 < row1; p0 += FL_AMX_ROWS) {
         const long n = row1 - p0 < FL_AMX_ROWS ? row1 - p0 : FL_AMX_ROWS;
         fl_bf16_split_rows(x + p0 * ldx, ldx, K, n, a16, part, FL_AMX_X_PARTS, lda);
@@ -836,12 +875,12 @@ static void fl_project_amx(int G, const uint16_t *w_pairs, long K2p, const float
             const uint8_t *w = (const uint8_t *)(w_pairs + blk * K2p * width * 2);
             if (!wscale && n == FL_AMX_ROWS) {
                 fl_amx_gates(G, FL_AMX_ROWS, 0, (const uint8_t *)a16, lda * 2, part * 2,
-                             FL_AMX_X_PARTS, K2p / 16, w, NULL, bias + blk * width,
+                             FL_AMX_X_PARTS, K2p / 16, w, 1, 0, NULL, bias + blk * width,
                              out + p0 * ldo + blk * width, ldo);
                 continue;
             }
             fl_amx_gates(G, FL_AMX_ROWS, 0, (const uint8_t *)a16, lda * 2, part * 2,
-                         FL_AMX_X_PARTS, K2p / 16, w, NULL, NULL, stage, width);
+                         FL_AMX_X_PARTS, K2p / 16, w, 1, 0, NULL, NULL, stage, width);
             for (long r = 0; r < n; r++)
                 for (long c = 0; c < width; c += FL_U) {
                     v16 v = v_load(stage + r * width + c);
@@ -863,12 +902,12 @@ static void fl_block_amx_stacked(int mode, long n_rows, const fl_block_args *arg
 {
     (void)mode; (void)n_rows; (void)args; (void)scratch;
 }
-static void fl_project_amx(int G, const uint16_t *w_pairs, long K2p, const float *wscale,
-                           long n_blocks, long K, const float *bias, const float *x, long ldx,
-                           float *out, long ldo, long row0, long row1, uint16_t *a16,
-                           float *stage)
+static void fl_project_amx(int G, const uint16_t *w_pairs, long K2p, int w_parts,
+                           const float *wscale, long n_blocks, long K, const float *bias,
+                           const float *x, long ldx, float *out, long ldo, long row0, long row1,
+                           uint16_t *a16, float *stage)
 {
-    (void)G; (void)w_pairs; (void)K2p; (void)wscale; (void)n_blocks; (void)K; (void)bias;
+    (void)G; (void)w_pairs; (void)K2p; (void)w_parts; (void)wscale; (void)n_blocks; (void)K; (void)bias;
     (void)x; (void)ldx; (void)out; (void)ldo; (void)row0; (void)row1; (void)a16; (void)stage;
 }
 static void fl_amx_begin(void) {}

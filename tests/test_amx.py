@@ -1,6 +1,8 @@
-"""bf16 and int8 products on AMX tiles: the input projection at 16 rows or more, int8's
-recurrent products at 16 rows or more, and bf16's at every batch size (below 32 rows
-with the bf16 parts of each row stacked as tile rows).
+"""Products on AMX tiles: bf16 and int8 input projections at 16 rows or more, int8's
+recurrent products at 16 rows or more, bf16's at every batch size (below 32 rows
+with the bf16 parts of each row stacked as tile rows); fp32 as six bf16 products of
+three-part weights and activations, recurrent at 32 rows or more and the projection
+at 256.
 
 Activations are split in bf16 parts that sum to the
 float (so the products equal the fp32-activation paths up to fp32 rounding); int8
@@ -19,8 +21,9 @@ from fastlstm import cython_glue
 from test_precision import ATOL, int8_reference, rounded_module, two_bf16_parts
 
 HAS_AMX = cython_glue._AMX_CPU
-# AMX on and off differ by fp32 rounding of sums taken in another order
-PATH_ATOL = {"bf16": 1e-6,
+# AMX on and off differ by fp32 rounding of sums taken in another order (fp32 also by
+# the products the six of its three-part weights and h leave out, below 2^-24)
+PATH_ATOL = {"fp32": 1e-6, "bf16": 1e-6,
              # int8 quantizes h every step: a last-bit difference can move one value
              # across a rounding boundary of the int8 grid (see test_precision.ISA_ATOL)
              "int8": 2e-3}
@@ -65,6 +68,25 @@ def test_bf16_at_tile_sizes_matches_torch_on_rounded_weights(mode, kwargs, input
 
 
 @pytest.mark.parametrize("mode, kwargs, input_size, hidden_size, batch", CASES)
+def test_fp32_at_tile_sizes_matches_torch(mode, kwargs, input_size, hidden_size, batch, rng):
+    """fp32 runs its recurrent products on tiles from 32 rows and its input projection
+    from 256 (here every case with batch >= 29), as six bf16 products: still within the
+    fp32 tolerance of PyTorch."""
+    torch.manual_seed(int(rng.integers(1 << 30)))
+    module = getattr(torch.nn, mode)(input_size, hidden_size, **kwargs)
+    steps = 9
+    x = rng.normal(size=(steps, batch, input_size)).astype(np.float32)
+    lengths = _lengths(rng, batch, steps)
+    with torch.inference_mode():
+        packed = torch.nn.utils.rnn.pack_padded_sequence(
+            torch.from_numpy(x), torch.from_numpy(lengths), enforce_sorted=False)
+        out, _ = module(packed)
+        out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, total_length=steps)
+    layer = getattr(fastlstm, mode).from_torch(module)
+    np.testing.assert_allclose(layer(x, lengths=lengths)[0], out.numpy(), atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("mode, kwargs, input_size, hidden_size, batch", CASES)
 def test_int8_at_tile_sizes_matches_the_quantized_reference(mode, kwargs, input_size, hidden_size,
                                                             batch, rng):
     torch.manual_seed(int(rng.integers(1 << 30)))
@@ -83,7 +105,7 @@ def test_int8_at_tile_sizes_matches_the_quantized_reference(mode, kwargs, input_
 @pytest.mark.skipif(not HAS_AMX, reason="this CPU has no AMX: one path only")
 @pytest.mark.parametrize("batch", [1, 5, 8, 40])
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("precision", ["bf16", "int8"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
 @pytest.mark.parametrize("variant", [dict(), dict(peephole=True, coupled_input_forget=True, clip=0.5),
                                      dict(linear_before_reset=False)])
 def test_amx_and_vector_paths_agree(precision, variant, threads, batch, rng, monkeypatch):
@@ -163,9 +185,30 @@ def test_bf16_split_rejects_a_short_buffer():
         cython_glue._kernels.bf16_split(x, np.zeros((2, 2, 64), np.uint16))
 
 
+def test_fp32_tile_weights_are_parts_that_sum_to_the_weights(rng):
+    """fp32 weights go to the tiles as three bf16 parts stacked on the K axis, each in
+    pair order, which sum exactly to the weights; weights that are not such a sum (inf,
+    NaN) keep fp32 on FMAs."""
+    blocked = (rng.normal(size=(2, 37, 48)) * 10.0 ** rng.integers(-6, 6, size=(2, 37, 48)))
+    blocked = blocked.astype(np.float32)
+    parts = cython_glue._tile_weights(blocked, "fp32")
+    if not HAS_AMX:
+        assert parts is None
+        return
+    k2 = 32  # 37 rows of K padded to 64, in pairs
+    assert parts.shape == (2, cython_glue.AMX_PARTS * k2, 48, 2)
+    values = (parts.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+    per_part = values.reshape(2, cython_glue.AMX_PARTS, k2, 48, 2)
+    total = per_part.sum(axis=1).transpose(0, 1, 3, 2).reshape(2, 2 * k2, 48)
+    np.testing.assert_array_equal(total[:, :37], blocked)
+    assert np.all(total[:, 37:] == 0)
+    blocked[1, 3, 5] = np.inf
+    assert cython_glue._tile_weights(blocked, "fp32") is None
+
+
 def test_tile_order_is_packed_only_where_amx_runs():
     assert cython_glue._kernels.cpu_supports_amx() == HAS_AMX
-    for precision in ("bf16", "int8"):
+    for precision in ("fp32", "bf16", "int8"):
         packed = fastlstm.LSTM(17, 37, backend="cython", precision=precision)._layers[0]
         assert (packed.w_ih_pairs is not None) == HAS_AMX
-    assert fastlstm.LSTM(17, 37, backend="cython")._layers[0].w_ih_pairs is None
+        assert (packed.directions[0].wp is not None) == (HAS_AMX and precision != "int8")

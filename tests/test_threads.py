@@ -71,10 +71,11 @@ def test_results_do_not_depend_on_the_thread_count(restore_threads, monkeypatch,
             assert np.array_equal(other[0], results[0][0])
 
 
-def test_layouts_of_the_threads(restore_threads):
+def test_layouts_of_the_threads(restore_threads, monkeypatch):
     """Two threads: directions side by side; bf16/int8 batches in halves from 8 rows
-    when W_hh fits a core's L2 share, from 64 rows whatever its size; anything else one
-    team.  One thread: always one team."""
+    when W_hh fits a core's L2 share, from 64 rows whatever its size; fp32 in halves
+    from 64 rows where both halves run on AMX tiles; anything else one team.  One
+    thread: always one team."""
     fastlstm.set_num_threads(2)
     layout = cython_glue.lane_layout
     openmp = cython_glue._kernels.openmp_enabled()
@@ -83,26 +84,31 @@ def test_layouts_of_the_threads(restore_threads):
     assert layout(1, 8, 2, small) == ("rows" if openmp else "team")
     assert layout(1, 64, 1, large) == ("rows" if openmp else "team")
     for n_dirs, batch, weight_bytes, size in [(1, 7, 2, small), (1, 63, 2, large),
-                                              (1, 64, 4, small)]:
+                                              (1, 63, 4, small)]:
         assert layout(n_dirs, batch, weight_bytes, size) == "team"
+    tiles = cython_glue._AMX_CPU and cython_glue._USE_AMX
+    assert layout(1, 64, 4, large) == ("rows" if openmp and tiles else "team")
+    monkeypatch.setattr(cython_glue, "_USE_AMX", False)
+    assert layout(1, 64, 4, small) == "team"
     fastlstm.set_num_threads(1)
     assert layout(2, 64, 2, small) == "team"
 
 
-@pytest.mark.parametrize("precision, atol", [
-    ("bf16", 1e-6),  # sums of exact products taken in another order (other tile rows)
+@pytest.mark.parametrize("precision, atol, batch", [
+    ("bf16", 1e-6, 33),  # sums of exact products taken in another order (other tile rows)
     # int8 quantizes h every step: a last-bit difference can move a value across a
     # rounding boundary of the int8 grid (test_precision.ISA_ATOL)
-    ("int8", 2e-3),
+    ("int8", 2e-3, 33),
+    # fp32 halves from 64 rows where they run on AMX tiles (halves of 33 and 32 rows)
+    ("fp32", 1e-6, 65),
 ])
-def test_batch_halves_give_the_one_thread_results(restore_threads, rng, precision, atol):
-    """bf16/int8 batches of >= 32 rows run in two halves side by side on 2 threads:
-    the same numbers as one team on 1 thread, with lengths, initial states, projection
-    and the original GRU, for an odd batch (halves of 17 and 16 rows)."""
+def test_batch_halves_give_the_one_thread_results(restore_threads, rng, precision, atol, batch):
+    """Batches run in two halves side by side on 2 threads (bf16/int8 from 8 rows, fp32
+    from 64 on AMX CPUs): the same numbers as one team on 1 thread, with lengths, initial
+    states, projection and the original GRU, for an odd batch (halves of different sizes)."""
     layers = [fastlstm.LSTM(17, 37, num_layers=2, proj_size=5, precision=precision),
               fastlstm.GRU(17, 37, precision=precision, linear_before_reset=False),
               fastlstm.GRU(17, 129, precision=precision)]
-    batch = 33
     x = rng.normal(size=(9, batch, 17)).astype(np.float32)
     lengths = rng.integers(1, 10, batch)
     for layer in layers:
