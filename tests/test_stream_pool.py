@@ -134,3 +134,24 @@ def test_construction_errors(backend, rng):
         fastlstm.StreamPool(make_layer("GRU", backend, rng, bidirectional=True), capacity=2)
     with pytest.raises(ValueError, match="capacity"):
         fastlstm.StreamPool(make_layer("GRU", backend, rng), capacity=0)
+
+
+@pytest.mark.parametrize("mode", ["LSTM", "GRU"])
+def test_a_full_pool_on_tiles_equals_each_session_alone(backend, rng, mode):
+    """40 sessions stepped together take the batch paths (on AMX CPUs, fp32 products on
+    tiles from 32 rows), each session alone the one-row path: the same numbers."""
+    layer = make_layer(mode, backend, rng, input_size=17, hidden_size=37)
+    pool = fastlstm.StreamPool(layer, capacity=40)
+    sids = [pool.open() for _ in range(40)]
+    inputs = {sid: [rng.standard_normal((3, 17)).astype(np.float32) for _ in range(4)]
+              for sid in sids}
+    outputs = {sid: [] for sid in sids}
+    for chunk in range(4):
+        for sid, y in pool.step({sid: inputs[sid][chunk] for sid in sids}).items():
+            outputs[sid].append(y)
+    for sid in sids:
+        expected_out, expected_state = reference(layer, inputs[sid])
+        np.testing.assert_allclose(np.concatenate(outputs[sid]), expected_out, **BATCHED)
+        for got, expected in zip(pool.state(sid) if mode == "LSTM" else (pool.state(sid),),
+                                 expected_state if mode == "LSTM" else (expected_state,)):
+            np.testing.assert_allclose(got[:, 0] if got.ndim == 3 else got, expected, **BATCHED)
