@@ -300,7 +300,8 @@ def _round_up(n, multiple):
 class KernelScratch:
     """Per-call scratch of the sequence kernel for B rows: the original GRU's r*h and
     z, and per thread the K-chunked (or AMX) partial sums, int8's quantized h rows and
-    bf16's split h rows.  Rows padded to a multiple of 32 for the AMX tiles."""
+    the split h rows of bf16 and fp32 on AMX.  Rows padded to a multiple of 32 for the
+    AMX tiles."""
 
     def __init__(self, batch, hidden_size, hidden_out, threads, reset_before, lane_rows=None):
         padded = _n_blocks(hidden_size) * UNITS
@@ -318,7 +319,7 @@ class KernelScratch:
         # int8 quantizes the recurrent product's input (K = H_out) per row
         self.q_scratch = aligned_zeros((threads, batch * (hidden_out + 1)), np.float32)
         self.u8_scratch = aligned_zeros((threads, rows * _round_up(hidden_out, 64)), np.uint8)
-        # bf16 on AMX: h split in bf16 parts
+        # bf16 and fp32 on AMX: h split in bf16 parts
         self.a16_scratch = (aligned_zeros((threads, AMX_PARTS * rows * _round_up(hidden_out, 32)),
                                           np.uint16)
                             if _AMX_CPU else None)
@@ -363,7 +364,8 @@ def sequence_plan(mode, xproj, xcol, direction, has_proj, h_state, c_state, h_fu
 
 class ProjectScratch:
     """Per-thread scratch of the AMX input projection for inputs of up to k_max
-    columns and G gates: a panel of rows split in bf16 parts, and its products."""
+    columns and G gates: a panel of rows split in bf16 parts (two parts of 32 rows
+    for bf16/int8 weights, three of AMX_F32_PANEL_ROWS for fp32), and its products."""
 
     def __init__(self, k_max, gates, threads):
         threads = max(1, threads)

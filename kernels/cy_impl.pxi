@@ -321,24 +321,19 @@ cdef void _project_part(int G, int wt, const void *w, const float *wscale, const
     cdef long width = G * FL_U
     cdef const float *ws = wscale + b0 * width if wscale != NULL else NULL
     cdef int w_parts = _tile_parts(wt)
-    cdef long r_tiles = r1
+    cdef long r_tiles = r0  # rows [r0, r_tiles) on tiles, the rest on FMAs
     if b1 <= b0 or r1 <= r0:
         return
-    if pairs != NULL and wt == 0:  # fp32: whole tile pairs of rows on tiles, the rest on FMAs
-        r_tiles = r0 + (r1 - r0) // FL_AMX_ROWS * FL_AMX_ROWS if r1 - r0 >= FL_AMX_F32_PROJECT_ROWS else r0
-        if r_tiles > r0:
-            fl_project_amx(G, pairs + b0 * w_parts * K2p * width * 2, K2p, w_parts, ws, b1 - b0,
-                           K, bias + b0 * width, x, ldx, out + b0 * width, ldo, r0, r_tiles, a16,
-                           stage)
-        if r1 > r_tiles:
-            fl_project_rows(G, wt, _weights(wt, w, b0 * K * width), ws, b1 - b0, K,
-                            bias + b0 * width, x, ldx, out + b0 * width, ldo, r_tiles, r1)
-    elif pairs != NULL:
-        fl_project_amx(G, pairs + b0 * K2p * width * 2, K2p, 1, ws, b1 - b0, K, bias + b0 * width,
-                       x, ldx, out + b0 * width, ldo, r0, r1, a16, stage)
-    else:
+    if pairs != NULL and wt != 0:
+        r_tiles = r1
+    elif pairs != NULL and r1 - r0 >= FL_AMX_F32_PROJECT_ROWS:  # fp32: whole tile pairs
+        r_tiles = r0 + (r1 - r0) // FL_AMX_ROWS * FL_AMX_ROWS
+    if r_tiles > r0:
+        fl_project_amx(G, pairs + b0 * w_parts * K2p * width * 2, K2p, w_parts, ws, b1 - b0, K,
+                       bias + b0 * width, x, ldx, out + b0 * width, ldo, r0, r_tiles, a16, stage)
+    if r1 > r_tiles:
         fl_project_rows(G, wt, _weights(wt, w, b0 * K * width), ws, b1 - b0, K,
-                        bias + b0 * width, x, ldx, out + b0 * width, ldo, r0, r1)
+                        bias + b0 * width, x, ldx, out + b0 * width, ldo, r_tiles, r1)
 
 
 cdef inline void _project_own_blocks(const SeqArgs *s, long b0, long b1, int slot) noexcept nogil:
