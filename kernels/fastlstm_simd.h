@@ -853,34 +853,24 @@ static void fl_project_amx(int G, const uint16_t *w_pairs, long K2p, int w_parts
                            const float *x, long ldx, float *out, long ldo, long row0, long row1,
                            uint16_t *a16, float *stage)
 {
-    const long width = (long)G * FL_U, lda = 2 * K2p;
-    if (w_parts > 1) {  /* fp32: rows in whole tile pairs, x in as many parts as w */
-        const long part = FL_AMX_F32_PANEL_ROWS * lda;
-        for (long p0 = row0; p0 < row1; p0 += FL_AMX_F32_PANEL_ROWS) {
-            const long n = row1 - p0 < FL_AMX_F32_PANEL_ROWS ? row1 - p0 : FL_AMX_F32_PANEL_ROWS;
-            fl_bf16_split_rows(x + p0 * ldx, ldx, K, n, a16, part, w_parts, lda);
-            for (long blk = 0; blk < n_blocks; blk++)
-                fl_amx_gates(G, n, 0, (const uint8_t *)a16, lda * 2, part * 2, w_parts, K2p / 16,
-                             (const uint8_t *)(w_pairs + blk * w_parts * K2p * width * 2),
-                             w_parts, K2p * width * 4, NULL, bias + blk * width,
-                             out + p0 * ldo + blk * width, ldo);
-        }
-        return;
-    }
-    const long part = FL_AMX_ROWS * lda;
-    for (long p0 = row0; p0 < row1; p0 += FL_AMX_ROWS) {
-        const long n = row1 - p0 < FL_AMX_ROWS ? row1 - p0 : FL_AMX_ROWS;
-        fl_bf16_split_rows(x + p0 * ldx, ldx, K, n, a16, part, FL_AMX_X_PARTS, lda);
+    /* fp32 (w_parts > 1): x in as many parts as w, panels of whole tile pairs */
+    const int x_parts = w_parts > 1 ? w_parts : FL_AMX_X_PARTS;
+    const long panel = w_parts > 1 ? FL_AMX_F32_PANEL_ROWS : FL_AMX_ROWS;
+    const long width = (long)G * FL_U, lda = 2 * K2p, part = panel * lda;
+    for (long p0 = row0; p0 < row1; p0 += panel) {
+        const long n = row1 - p0 < panel ? row1 - p0 : panel;
+        fl_bf16_split_rows(x + p0 * ldx, ldx, K, n, a16, part, x_parts, lda);
         for (long blk = 0; blk < n_blocks; blk++) {
-            const uint8_t *w = (const uint8_t *)(w_pairs + blk * K2p * width * 2);
-            if (!wscale && n == FL_AMX_ROWS) {
-                fl_amx_gates(G, FL_AMX_ROWS, 0, (const uint8_t *)a16, lda * 2, part * 2,
-                             FL_AMX_X_PARTS, K2p / 16, w, 1, 0, NULL, bias + blk * width,
+            const uint8_t *w = (const uint8_t *)(w_pairs + blk * w_parts * K2p * width * 2);
+            if (!wscale && n % FL_AMX_ROWS == 0) {
+                fl_amx_gates(G, n, 0, (const uint8_t *)a16, lda * 2, part * 2, x_parts, K2p / 16,
+                             w, w_parts, K2p * width * 4, NULL, bias + blk * width,
                              out + p0 * ldo + blk * width, ldo);
                 continue;
             }
-            fl_amx_gates(G, FL_AMX_ROWS, 0, (const uint8_t *)a16, lda * 2, part * 2,
-                         FL_AMX_X_PARTS, K2p / 16, w, 1, 0, NULL, NULL, stage, width);
+            /* a last panel short of a tile pair (n < FL_AMX_ROWS), or int8's scales */
+            fl_amx_gates(G, FL_AMX_ROWS, 0, (const uint8_t *)a16, lda * 2, part * 2, x_parts,
+                         K2p / 16, w, w_parts, K2p * width * 4, NULL, NULL, stage, width);
             for (long r = 0; r < n; r++)
                 for (long c = 0; c < width; c += FL_U) {
                     v16 v = v_load(stage + r * width + c);

@@ -50,6 +50,16 @@ def _lengths(rng, batch, steps):
     return lengths
 
 
+def _torch_outputs(module, x, lengths):
+    """A torch module's padded outputs (T, B, D*H) on x (T, B, I) with per-row lengths."""
+    with torch.inference_mode():
+        packed = torch.nn.utils.rnn.pack_padded_sequence(
+            torch.from_numpy(x), torch.from_numpy(lengths), enforce_sorted=False)
+        out, _ = module(packed)
+        out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, total_length=x.shape[0])
+    return out.numpy()
+
+
 @pytest.mark.parametrize("mode, kwargs, input_size, hidden_size, batch", CASES)
 def test_bf16_at_tile_sizes_matches_torch_on_rounded_weights(mode, kwargs, input_size, hidden_size,
                                                              batch, rng):
@@ -58,13 +68,9 @@ def test_bf16_at_tile_sizes_matches_torch_on_rounded_weights(mode, kwargs, input
     steps = 6
     x = rng.normal(size=(steps, batch, input_size)).astype(np.float32)
     lengths = _lengths(rng, batch, steps)
-    with torch.inference_mode():
-        packed = torch.nn.utils.rnn.pack_padded_sequence(
-            torch.from_numpy(two_bf16_parts(x)), torch.from_numpy(lengths), enforce_sorted=False)
-        out, _ = rounded_module(module, "bf16")(packed)
-        out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, total_length=steps)
+    out = _torch_outputs(rounded_module(module, "bf16"), two_bf16_parts(x), lengths)
     layer = getattr(fastlstm, mode).from_torch(module, precision="bf16")
-    np.testing.assert_allclose(layer(x, lengths=lengths)[0], out.numpy(), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(layer(x, lengths=lengths)[0], out, atol=ATOL, rtol=0)
 
 
 @pytest.mark.parametrize("mode, kwargs, input_size, hidden_size, batch", CASES)
@@ -77,13 +83,9 @@ def test_fp32_at_tile_sizes_matches_torch(mode, kwargs, input_size, hidden_size,
     steps = 9
     x = rng.normal(size=(steps, batch, input_size)).astype(np.float32)
     lengths = _lengths(rng, batch, steps)
-    with torch.inference_mode():
-        packed = torch.nn.utils.rnn.pack_padded_sequence(
-            torch.from_numpy(x), torch.from_numpy(lengths), enforce_sorted=False)
-        out, _ = module(packed)
-        out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, total_length=steps)
     layer = getattr(fastlstm, mode).from_torch(module)
-    np.testing.assert_allclose(layer(x, lengths=lengths)[0], out.numpy(), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(layer(x, lengths=lengths)[0], _torch_outputs(module, x, lengths),
+                               atol=ATOL, rtol=0)
 
 
 @pytest.mark.parametrize("mode, kwargs, input_size, hidden_size, batch", CASES)
