@@ -320,7 +320,8 @@ class KernelScratch:
         self.q_scratch = aligned_zeros((threads, batch * (hidden_out + 1)), np.float32)
         self.u8_scratch = aligned_zeros((threads, rows * _round_up(hidden_out, 64)), np.uint8)
         # bf16 and fp32 on AMX: h split in bf16 parts
-        self.a16_scratch = (aligned_zeros((threads, AMX_PARTS * rows * _round_up(hidden_out, 32)),
+        self.a16_scratch = (aligned_zeros((threads, AMX_PARTS * rows
+                                           * _kernels.amx_row_elements(hidden_out)),
                                           np.uint16)
                             if _AMX_CPU else None)
 
@@ -370,7 +371,7 @@ class ProjectScratch:
     def __init__(self, k_max, gates, threads):
         threads = max(1, threads)
         x_rows = max(AMX_X_PARTS * AMX_ROWS, AMX_PARTS * _kernels.AMX_F32_PANEL_ROWS)
-        self.a16 = aligned_zeros((threads, x_rows * _round_up(k_max, 32)), np.uint16)
+        self.a16 = aligned_zeros((threads, x_rows * _kernels.amx_row_elements(k_max)), np.uint16)
         self.stage = aligned_zeros((threads, AMX_ROWS * gates * UNITS), np.float32)
 
 

@@ -34,6 +34,7 @@ cdef extern from "fastlstm_simd.h" nogil:
         FL_AMX_F32_PANEL_ROWS
         FL_AMX_F32_PROJECT_ROWS
     long FL_AMX_STACKED_TILE_ROWS(long n)
+    long fl_amx_lda16(long K2p)
     ctypedef struct fl_block_args:
         const void *w
         int wt
@@ -114,6 +115,12 @@ AMX_PARTS = FL_AMX_PARTS
 AMX_X_PARTS = FL_AMX_X_PARTS
 AMX_F32_MIN_ROWS = FL_AMX_F32_MIN_ROWS
 AMX_F32_PANEL_ROWS = FL_AMX_F32_PANEL_ROWS
+
+
+def amx_row_elements(long K):
+    """bf16 elements per row of a split activation of K columns in AMX scratch (K rounded
+    up to whole 64-byte lines, an odd number of them: see fl_amx_lda16)."""
+    return fl_amx_lda16((K + 31) // 32 * 16)
 
 
 def amx_stacked_scratch_rows(long batch):
@@ -240,7 +247,7 @@ ctypedef struct SeqArgs:
     const uint16_t *wp      # bf16, fp32: (n_blk, wp_parts * K2p, width, 2) w_hh in pair order, or NULL
     long K2p
     int wp_parts            # 1 (bf16) or FL_AMX_PARTS (fp32's bf16 parts)
-    uint16_t *a16_scratch   # bf16, fp32: (threads, FL_AMX_PARTS * B_pad * 2*K2p) h split in parts
+    uint16_t *a16_scratch   # bf16, fp32: (threads, FL_AMX_PARTS * B_pad * fl_amx_lda16(K2p)) h split in parts
     long a16_stride
     # The input projection, when the team runs it before the steps (p_rows > 0): each
     # thread projects the blocks whose steps it runs, so no barrier sits between the
@@ -302,7 +309,7 @@ cdef bint _projection_pairs_fit(const uint16_t[:, :, :, ::1] w_pairs, int wt, lo
             and w_pairs.shape[2] == width and _pairs_cover(K2p, K)
             and a16_scratch is not None and stage is not None
             and a16_scratch.shape[0] >= n_threads and stage.shape[0] >= n_threads
-            and a16_scratch.shape[1] >= x_rows * 2 * K2p
+            and a16_scratch.shape[1] >= x_rows * fl_amx_lda16(K2p)
             and stage.shape[1] >= FL_AMX_ROWS * width)
 
 
@@ -400,8 +407,8 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier, int tid,
     a.has_clip = s.has_clip
     a.clip = s.clip
     a.a16 = a16
-    a.lda16 = 2 * s.K2p
-    a.a16_part = rows_pad * 2 * s.K2p
+    a.lda16 = fl_amx_lda16(s.K2p)
+    a.a16_part = rows_pad * a.lda16
     a.a16_parts = FL_AMX_PARTS
     a.K2p = s.K2p
     a.wp_parts = s.wp_parts
@@ -421,11 +428,11 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier, int tid,
         if hq != NULL:
             fl_quantize_rows(h_cur, s.ld_state, s.K, n_act, hq, s.ldq, hu8, s.ldu, hscale)
         if amx_step and a16 != NULL:
-            fl_bf16_split_rows(h_cur, s.ld_state, s.K, n_act, a16, rows_pad * 2 * s.K2p,
-                               FL_AMX_PARTS, 2 * s.K2p)
+            fl_bf16_split_rows(h_cur, s.ld_state, s.K, n_act, a16, a.a16_part,
+                               FL_AMX_PARTS, a.lda16)
         elif stacked_step:  # part p of row r at row p * n_act + r
-            fl_bf16_split_rows(h_cur, s.ld_state, s.K, n_act, a16, n_act * 2 * s.K2p,
-                               FL_AMX_PARTS, 2 * s.K2p)
+            fl_bf16_split_rows(h_cur, s.ld_state, s.K, n_act, a16, n_act * a.lda16,
+                               FL_AMX_PARTS, a.lda16)
         a.hq = hq
         a.ldq = s.ldq
         a.hscale = hscale
@@ -873,7 +880,8 @@ def bind_sequence(SequencePlan plan, int mode, float[:, :, ::1] xproj, long xcol
     wp       (n_blk, Q*K2, G*16, 2) IN  w_hh in pair order, 2*K2 = K rounded up to a
                                       multiple of 32: bf16 (Q = 1), or fp32 as Q = AMX_PARTS
                                       bf16 parts summing to it, each (K2, G*16, 2) (optional)
-    a16_scratch (threads, 2*P*B_pad*K2) bf16, fp32: per-thread h split in P = AMX_PARTS bf16 parts
+    a16_scratch (threads, P*B_pad*amx_row_elements(H_out))
+                                      bf16, fp32: per-thread h split in P = AMX_PARTS bf16 parts
     w_hr     (n_pblk, H, 16) IN       projection, blocked (used when has_proj)
     b_hn     (n_blk*16,) IN           GRU recurrent new-gate bias, padded
     h_state  (2, B, ld) IN/OUT        [0] holds h0 (padded); ping-pong buffers
@@ -984,7 +992,7 @@ def bind_sequence(SequencePlan plan, int mode, float[:, :, ::1] xproj, long xcol
                 or wp.shape[2] != s.width or not _pairs_cover(s.K2p, s.K)
                 or scratch is None or a16_scratch is None
                 or a16_scratch.shape[0] < scratch.shape[0]
-                or a16_scratch.shape[1] < FL_AMX_PARTS * rows_pad * 2 * s.K2p
+                or a16_scratch.shape[1] < FL_AMX_PARTS * rows_pad * fl_amx_lda16(s.K2p)
                 or scratch.shape[1] < FL_AMX_STACKED_TILE_ROWS(min(s.batch, FL_AMX_STACKED_ROWS))
                 * s.width):
             raise ValueError("wp, a16_scratch or scratch do not match w_hh")
@@ -1090,7 +1098,7 @@ def project(int gates, const weight_t[:, :, ::1] w_blocks, const float[::1] bias
     bias and scale (int8 column scales) (n_blocks*G*16,) IN; out OUT.
     With w_pairs (n_blocks, K2, G*16, 2) (the same weights as bfloat16 bits in pair
     order, 2*K2 = K rounded up to a multiple of 32), a16_scratch (threads,
-    AMX_X_PARTS*32*2*K2) and stage (threads, 32*G*16), and at least 16 rows on a CPU
+    AMX_X_PARTS*32*amx_row_elements(K), fp32's AMX_PARTS*AMX_F32_PANEL_ROWS*...) and stage (threads, 32*G*16), and at least 16 rows on a CPU
     with AMX, the product runs on AMX tiles with x split in AMX_X_PARTS bf16 parts.
     bf16 and int8 weights multiply x as the sum of those parts on every path (see
     bf16_parts_sum).

@@ -835,10 +835,10 @@ static void fl_block_amx_stacked(int mode, long n_rows, const fl_block_args *arg
 /* The input projection on AMX: out rows [row0, row1) = x @ w + bias, x split in
  * FL_AMX_X_PARTS bf16 parts, weights in pair order (n_blocks, K2p, G*16, 2) (bf16, or int8
  * values, exact in bf16, with their column scales wscale).
- * a16: FL_AMX_X_PARTS * FL_AMX_ROWS * 2*K2p bf16 and stage: FL_AMX_ROWS * G*16 floats of scratch.
+ * a16: FL_AMX_X_PARTS * FL_AMX_ROWS * fl_amx_lda16(K2p) bf16 and stage: FL_AMX_ROWS * G*16 floats of scratch.
  * fp32 (w_parts = FL_AMX_PARTS: w_pairs holds each block's three parts, (3, K2p, G*16, 2)):
  * x in three parts too, panels of FL_AMX_F32_PANEL_ROWS rows, row1 - row0 a multiple of
- * FL_AMX_ROWS, and a16 FL_AMX_PARTS * FL_AMX_F32_PANEL_ROWS * 2*K2p.  An earlier version
+ * FL_AMX_ROWS, and a16 FL_AMX_PARTS * FL_AMX_F32_PANEL_ROWS * fl_amx_lda16(K2p).  An earlier version
  * (32-row panels, every batch size) lost in fastlstm bench at batch 1 (lat_small 1t 0.24 vs
  * 0.21 ms, gru_med 0.83-0.90 vs 0.73-0.81): the caller now keeps fewer than
  * FL_AMX_F32_PROJECT_ROWS rows on FMAs.  With it and the recurrent products on tiles, LSTM
@@ -856,7 +856,7 @@ static void fl_project_amx(int G, const uint16_t *w_pairs, long K2p, int w_parts
     /* fp32 (w_parts > 1): x in as many parts as w, panels of whole tile pairs */
     const int x_parts = w_parts > 1 ? w_parts : FL_AMX_X_PARTS;
     const long panel = w_parts > 1 ? FL_AMX_F32_PANEL_ROWS : FL_AMX_ROWS;
-    const long width = (long)G * FL_U, lda = 2 * K2p, part = panel * lda;
+    const long width = (long)G * FL_U, lda = fl_amx_lda16(K2p), part = panel * lda;
     for (long p0 = row0; p0 < row1; p0 += panel) {
         const long n = row1 - p0 < panel ? row1 - p0 : panel;
         fl_bf16_split_rows(x + p0 * ldx, ldx, K, n, a16, part, x_parts, lda);

@@ -187,6 +187,18 @@ def test_bf16_split_rejects_a_short_buffer():
         cython_glue._kernels.bf16_split(x, np.zeros((2, 2, 64), np.uint16))
 
 
+@pytest.mark.parametrize("columns", [1, 3, 17, 37, 64, 129, 256, 512])
+def test_amx_rows_cover_the_columns_in_an_odd_number_of_cache_lines(columns):
+    """Split-activation rows hold K rounded up to a multiple of 32 (the tiles read
+    whole chunks of 32 bf16) and span an odd number of 64-byte lines, so the 32 rows a
+    tile pair loads do not crowd into a few L1 sets."""
+    elements = cython_glue._kernels.amx_row_elements(columns)
+    lines, rest = divmod(elements * 2, 64)
+    assert rest == 0 and lines % 2 == 1
+    covered = -(-columns // 32) * 32
+    assert covered <= elements <= covered + 32
+
+
 def test_fp32_tile_weights_are_parts_that_sum_to_the_weights(rng):
     """fp32 weights go to the tiles as three bf16 parts stacked on the K axis, each in
     pair order, which sum exactly to the weights; weights that are not such a sum (inf,
