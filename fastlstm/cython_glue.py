@@ -36,7 +36,7 @@ _DUMMY_MATRIX = np.zeros((1, 1), np.float32)
 _USE_VNNI = os.environ.get("FASTLSTM_VNNI", "1") != "0"
 # On AMX tiles where the CPU has AMX-BF16/INT8: bf16 recurrent products at any batch,
 # int8's at >= 16 rows, and the input projection at >= 16 rows; fp32 as six bf16
-# products (fp32 accuracy) at >= 32 rows (recurrent) and >= 256 (projection).
+# products (fp32 accuracy) at >= 32 rows (recurrent) and >= 64 (projection).
 # FASTLSTM_AMX=0 forces the AVX-512 paths.  The weights are also packed in the tiles'
 # order only on such CPUs.
 _AMX_CPU = _kernels.cpu_supports_amx()

@@ -1,8 +1,9 @@
 /* AMX tile products of the Cython backend: bf16 and int8 weights at batch >= 16
  * and in the input projection, and fp32 weights as three bf16 parts (fl_amx_gates's
- * b_parts) at batch >= 32 and in projections of >= 256 rows.  Included by fastlstm_simd.h; compiled into the
- * AVX-512 module only, and entered only when fl_amx_usable() says the CPU has
- * AMX-BF16/INT8 and Linux granted the tile state (arch_prctl).
+ * b_parts) at batch >= 32 and in projections of >= 64 rows.  Included by
+ * fastlstm_simd.h; compiled into the AVX-512 module only, and entered only when
+ * fl_amx_usable() says the CPU has AMX-BF16/INT8 and Linux granted the tile state
+ * (arch_prctl).
  *
  * One tile: 16 rows of 64 bytes.  A product tile C (16 rows x 16 fp32 or int32
  * columns) += A (16 rows x 32 bf16 or 64 int8 of K) . B (16 rows of K pairs or

@@ -77,13 +77,17 @@
 #define FL_AMX_F32_MIN_ROWS 32
 /* The fp32 input projection on AMX: panels of FL_AMX_F32_PANEL_ROWS rows of split x,
  * when a thread projects at least FL_AMX_F32_PROJECT_ROWS rows (its last rows short of
- * a tile pair run on FMAs).  Below that the gain is at most 3% (LSTM 256/256 batch 1,
- * 1 thread: 100 steps 1.12-1.18 vs 1.19-1.20 ms, 400 steps 4.44-4.55 vs 4.61-4.65),
- * and an earlier attempt lost on lat_small and gru_med (fl_project_amx).  Panels of 32,
- * 64, 128 rows: 34.9, 37.5, 36.2 ms on LSTM 256/256 batch 64, 157.9, 150.5, 154.3 on
- * 512/512, within noise. */
+ * a tile pair run on FMAs).  With 256 (before split rows had an odd number of cache
+ * lines, fl_amx_lda16) the gain below was at most 3%.  Since, 64 against 256, 100 steps
+ * at batch 1, median ms, builds alternated twice: 1 thread LSTM 256/256 1.12-1.17 ->
+ * 1.07-1.09, GRU 256 0.86-0.88 -> 0.81, LSTM 64/128 0.24-0.25 either way; 2 threads
+ * LSTM 256 0.62-0.63 -> 0.58, GRU 0.48-0.49 -> 0.45-0.46, LSTM 64/128 0.18-0.19 ->
+ * 0.19, LSTM 512 1 thread 11.0 -> 11.2.  32 was no better than 64.  Panels of 32, 64,
+ * 128 rows (before the padding): 34.9, 37.5, 36.2 ms on LSTM 256/256 batch 64, 157.9,
+ * 150.5, 154.3 on 512/512, within noise; after it 64 vs 256: 256/256 39-40 vs 43, GRU
+ * 26.7 vs 28-32, 512/512 136-140 vs 129-134. */
 #define FL_AMX_F32_PANEL_ROWS 64
-#define FL_AMX_F32_PROJECT_ROWS 256
+#define FL_AMX_F32_PROJECT_ROWS 64
 #define FL_AMX_STACKED_TILE_ROWS(n) \
     ((n) >= 32 ? (FL_AMX_PARTS * (n) + 31) / 32 * 32 : (FL_AMX_PARTS * (n) + 15) / 16 * 16)
 
