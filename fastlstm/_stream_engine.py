@@ -116,8 +116,9 @@ class _CythonEngine(_Engine):
         batch, n_blk, hidden_out = state.batch, self._n_blk, self.hidden_out
         gates, mode, has_proj = self._gates, self._kernel_mode, bool(self.proj_size)
         columns = n_blk * self._width
-        xproj_rows = np.empty((n_steps * batch, columns), np.float32)  # (T*B, n_blk*G*16)
-        xproj = xproj_rows.reshape(n_steps, batch, columns)
+        row_length = glue.xproj_row_length(columns)
+        xproj_rows = np.empty((n_steps * batch, row_length), np.float32)  # (T*B, >= n_blk*G*16)
+        xproj = xproj_rows.reshape(n_steps, batch, row_length)
         n_active = np.full(n_steps, batch, np.int64)                   # (T,): every row runs
         padded = lambda: np.zeros((batch, self._ld_c), np.float32)     # (B, n_blk*16)
         h_full = padded() if has_proj else glue._DUMMY_MATRIX
