@@ -1092,7 +1092,8 @@ def project(int gates, const weight_t[:, :, ::1] w_blocks, const float[::1] bias
             const float[:, ::1] x, float[:, ::1] out, int n_threads,
             const float[::1] scale=None, const uint16_t[:, :, :, ::1] w_pairs=None,
             uint16_t[:, ::1] a16_scratch=None, float[:, ::1] stage=None):
-    """out (N, n_blocks*G*16) = x (N, K) @ blocked weights (* scale) + bias.
+    """out (N, >= n_blocks*G*16) = x (N, K) @ blocked weights (* scale) + bias; out's
+    columns past n_blocks*G*16 are left as they are.
 
     w_blocks (n_blocks, K, G*16) float32, uint16 (bfloat16 bits) or int8 IN;
     bias and scale (int8 column scales) (n_blocks*G*16,) IN; out OUT.
@@ -1115,6 +1116,16 @@ def project(int gates, const weight_t[:, :, ::1] w_blocks, const float[::1] bias
     cdef uint16_t *a16 = NULL
     cdef float *st = NULL
     cdef long K2p = 0, a16_stride = 0, stage_stride = 0
+    cdef long columns = n_blocks * gates * FL_U
+    if w_blocks.shape[2] != gates * FL_U or x.shape[1] != K:
+        raise ValueError(f"project: w_blocks must be (n_blocks, {x.shape[1]}, {gates * FL_U}) "
+                         f"for x's {x.shape[1]} columns and {gates} gates, "
+                         f"got {tuple(w_blocks.shape)[:3]}")
+    if bias.shape[0] != columns or (scale is not None and scale.shape[0] != columns):
+        raise ValueError(f"project: bias and scale must be ({columns},)")
+    if out.shape[0] != n_rows or ldo < columns:
+        raise ValueError(f"project: out must be ({n_rows}, >= {columns}), "
+                         f"got ({out.shape[0]}, {ldo})")
     if wt == 2 and scale is None:
         raise ValueError("int8 weights need their column scales")
     if w_pairs is not None and n_rows >= FL_AMX_MIN_ROWS and fl_amx_usable():

@@ -258,6 +258,29 @@ def test_batch_halves_side_by_side_equal_torch(rng):
     _assert_torch_results(layer, x, out, h_n, c_n)
 
 
+def test_project_checks_shapes_before_the_kernel(rng):
+    packed = fastlstm.LSTM(5, 17, backend="cython")._layers[0]
+    x = rng.normal(size=(9, 5)).astype(np.float32)
+    columns = packed.w_ih.shape[0] * packed.w_ih.shape[2]
+    wide = np.full((9, cython_glue.xproj_row_length(columns)), np.nan, np.float32)
+    cython_glue.project(4, packed, x, wide, 1, None)  # extra columns are left alone
+    narrow = np.empty((9, columns), np.float32)
+    cython_glue.project(4, packed, x, narrow, 1, None)
+    np.testing.assert_array_equal(wide[:, :columns], narrow)
+    assert np.isnan(wide[:, columns:]).all()
+    kernels = cython_glue._kernels
+    with pytest.raises(ValueError, match=rf"out must be \(9, >= {columns}\), got \(9, {columns - 1}\)"):
+        kernels.project(4, packed.w_ih, packed.bias, x, narrow[:, 1:].copy(), 1)
+    with pytest.raises(ValueError, match=r"out must be \(9, "):
+        kernels.project(4, packed.w_ih, packed.bias, x, narrow[:8], 1)
+    with pytest.raises(ValueError, match="w_blocks must be"):
+        kernels.project(4, packed.w_ih, packed.bias, x[:, :4].copy(), narrow, 1)
+    with pytest.raises(ValueError, match="w_blocks must be"):
+        kernels.project(3, packed.w_ih, packed.bias, x, narrow, 1)
+    with pytest.raises(ValueError, match="bias and scale must be"):
+        kernels.project(4, packed.w_ih, packed.bias[:-1], x, narrow, 1)
+
+
 def test_run_side_by_side_rejects_overlapping_rows():
     plans, _, _ = _bound_halves(rows=(2, 2), row0s=(0, 1))
     h_n = np.zeros((1, 3, 17), np.float32)
