@@ -247,7 +247,8 @@ ctypedef struct SeqArgs:
     const uint16_t *wp      # bf16, fp32: (n_blk, wp_parts * K2p, width, 2) w_hh in pair order, or NULL
     long K2p
     int wp_parts            # 1 (bf16) or FL_AMX_PARTS (fp32's bf16 parts)
-    uint16_t *a16_scratch   # bf16, fp32: (threads, FL_AMX_PARTS * B_pad * fl_amx_lda16(K2p)) h split in parts
+    uint16_t *a16_scratch   # bf16, fp32: h split in parts,
+                            # (threads, FL_AMX_PARTS * B_pad * fl_amx_lda16(K2p))
     long a16_stride
     # The input projection, when the team runs it before the steps (p_rows > 0): each
     # thread projects the blocks whose steps it runs, so no barrier sits between the
@@ -1099,8 +1100,8 @@ def project(int gates, const weight_t[:, :, ::1] w_blocks, const float[::1] bias
     bias and scale (int8 column scales) (n_blocks*G*16,) IN; out OUT.
     With w_pairs (n_blocks, K2, G*16, 2) (the same weights as bfloat16 bits in pair
     order, 2*K2 = K rounded up to a multiple of 32), a16_scratch (threads,
-    AMX_X_PARTS*32*amx_row_elements(K), fp32's AMX_PARTS*AMX_F32_PANEL_ROWS*...) and stage (threads, 32*G*16), and at least 16 rows on a CPU
-    with AMX, the product runs on AMX tiles with x split in AMX_X_PARTS bf16 parts.
+    AMX_X_PARTS*32*amx_row_elements(K); fp32: AMX_PARTS*AMX_F32_PANEL_ROWS*...) and
+    stage (threads, 32*G*16), and at least 16 rows on a CPU with AMX, the product runs on AMX tiles with x split in AMX_X_PARTS bf16 parts.
     bf16 and int8 weights multiply x as the sum of those parts on every path (see
     bf16_parts_sum).
     """

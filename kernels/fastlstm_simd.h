@@ -85,7 +85,11 @@
  * 0.19, LSTM 512 1 thread 11.0 -> 11.2.  32 was no better than 64.  Panels of 32, 64,
  * 128 rows (before the padding): 34.9, 37.5, 36.2 ms on LSTM 256/256 batch 64, 157.9,
  * 150.5, 154.3 on 512/512, within noise; after it 64 vs 256: 256/256 39-40 vs 43, GRU
- * 26.7 vs 28-32, 512/512 136-140 vs 129-134. */
+ * 26.7 vs 28-32, 512/512 136-140 vs 129-134.  The last rows short of a tile pair
+ * through a padded pair (stage) instead of FMAs: lat_med 1.00-1.04 ms either way,
+ * gru_med 0.76 either way (1 thread; 2 threads alike), so FMAs kept.  Per panel the
+ * projection costs about 2.1 us a row at K = 256 (64 rows 137 us, 96 rows 207 us), the
+ * same with panels of 96 or 128 rows: the products, not the weight reads, bound it. */
 #define FL_AMX_F32_PANEL_ROWS 64
 #define FL_AMX_F32_PROJECT_ROWS 64
 #define FL_AMX_STACKED_TILE_ROWS(n) \
