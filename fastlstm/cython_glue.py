@@ -366,12 +366,13 @@ def sequence_plan(mode, xproj, xcol, direction, has_proj, h_state, c_state, h_fu
 class ProjectScratch:
     """Per-thread scratch of the AMX input projection for inputs of up to k_max
     columns and G gates: a panel of rows split in bf16 parts (two parts of 32 rows
-    for bf16/int8 weights, three of AMX_F32_PANEL_ROWS for fp32), and its products."""
+    for bf16/int8 weights, three of 64 for fp32: kernels' FL_AMX_PROJECT_A16_ROWS), and
+    its products."""
 
     def __init__(self, k_max, gates, threads):
         threads = max(1, threads)
-        x_rows = max(AMX_X_PARTS * AMX_ROWS, AMX_PARTS * _kernels.AMX_F32_PANEL_ROWS)
-        self.a16 = aligned_zeros((threads, x_rows * _kernels.amx_row_elements(k_max)), np.uint16)
+        self.a16 = aligned_zeros((threads, _kernels.amx_projection_scratch_rows()
+                                  * _kernels.amx_row_elements(k_max)), np.uint16)
         self.stage = aligned_zeros((threads, AMX_ROWS * gates * UNITS), np.float32)
 
 

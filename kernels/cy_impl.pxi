@@ -31,10 +31,10 @@ cdef extern from "fastlstm_simd.h" nogil:
         FL_AMX_X_PARTS
         FL_AMX_STACKED_ROWS
         FL_AMX_F32_MIN_ROWS
-        FL_AMX_F32_PANEL_ROWS
         FL_AMX_F32_PROJECT_ROWS
     long FL_AMX_STACKED_TILE_ROWS(long n)
     long fl_amx_lda16(long K2p)
+    long FL_AMX_PROJECT_A16_ROWS(int w_parts)
     ctypedef struct fl_block_args:
         const void *w
         int wt
@@ -114,13 +114,17 @@ AMX_ROWS = FL_AMX_ROWS
 AMX_PARTS = FL_AMX_PARTS
 AMX_X_PARTS = FL_AMX_X_PARTS
 AMX_F32_MIN_ROWS = FL_AMX_F32_MIN_ROWS
-AMX_F32_PANEL_ROWS = FL_AMX_F32_PANEL_ROWS
 
 
 def amx_row_elements(long K):
     """bf16 elements per row of a split activation of K columns in AMX scratch (K rounded
     up to whole 64-byte lines, an odd number of them: see fl_amx_lda16)."""
     return fl_amx_lda16((K + 31) // 32 * 16)
+
+
+def amx_projection_scratch_rows():
+    """Rows of split x a thread's AMX projection scratch needs for any weight type."""
+    return max(FL_AMX_PROJECT_A16_ROWS(1), FL_AMX_PROJECT_A16_ROWS(FL_AMX_PARTS))
 
 
 def amx_stacked_scratch_rows(long batch):
@@ -244,7 +248,8 @@ ctypedef struct SeqArgs:
     long ldu
     bint amx                # products on AMX tiles: int8 at >= FL_AMX_MIN_ROWS rows, bf16
                             # always, fp32 at >= FL_AMX_F32_MIN_ROWS
-    const uint16_t *wp      # bf16, fp32: (n_blk, wp_parts * K2p, width, 2) w_hh in pair order, or NULL
+    const uint16_t *wp      # bf16, fp32: w_hh in pair order, or NULL,
+                            # (n_blk, wp_parts * K2p, width, 2)
     long K2p
     int wp_parts            # 1 (bf16) or FL_AMX_PARTS (fp32's bf16 parts)
     uint16_t *a16_scratch   # bf16, fp32: h split in parts,
@@ -305,7 +310,7 @@ cdef bint _projection_pairs_fit(const uint16_t[:, :, :, ::1] w_pairs, int wt, lo
     per-thread scratch match weights of n_blocks blocks of K x width for n_threads threads."""
     cdef int parts = _tile_parts(wt)
     cdef long K2p = w_pairs.shape[1] // parts
-    cdef long x_rows = FL_AMX_PARTS * FL_AMX_F32_PANEL_ROWS if wt == 0 else FL_AMX_X_PARTS * FL_AMX_ROWS
+    cdef long x_rows = FL_AMX_PROJECT_A16_ROWS(parts)
     return (w_pairs.shape[0] == n_blocks and w_pairs.shape[1] == parts * K2p
             and w_pairs.shape[2] == width and _pairs_cover(K2p, K)
             and a16_scratch is not None and stage is not None
@@ -1100,8 +1105,10 @@ def project(int gates, const weight_t[:, :, ::1] w_blocks, const float[::1] bias
     bias and scale (int8 column scales) (n_blocks*G*16,) IN; out OUT.
     With w_pairs (n_blocks, K2, G*16, 2) (the same weights as bfloat16 bits in pair
     order, 2*K2 = K rounded up to a multiple of 32), a16_scratch (threads,
-    AMX_X_PARTS*32*amx_row_elements(K); fp32: AMX_PARTS*AMX_F32_PANEL_ROWS*...) and
-    stage (threads, 32*G*16), and at least 16 rows on a CPU with AMX, the product runs on AMX tiles with x split in AMX_X_PARTS bf16 parts.
+    amx_projection_scratch_rows() * amx_row_elements(K)) and stage (threads, 32*G*16),
+    and at least 16 rows on a CPU with AMX, the product runs on AMX tiles with x split in
+    AMX_X_PARTS bf16 parts (fp32 weights: x in AMX_PARTS parts, from
+    FL_AMX_F32_PROJECT_ROWS rows a thread).
     bf16 and int8 weights multiply x as the sum of those parts on every path (see
     bf16_parts_sum).
     """

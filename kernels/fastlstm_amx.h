@@ -130,9 +130,9 @@ static void fl_bf16_parts_sum_rows(const float *x, long ldx, long K, long rows, 
  * of K: whole 64-byte lines, an odd number of them.  With an even number the 32 rows a
  * tile pair loads fall in a few L1 sets (K = 512: 1 KiB rows, 4 of 64 sets) and evict
  * each other between the gate tiles that reuse them.  This loop alone in a standalone
- * C harness (64 rows, 1 thread, TFLOP/s of bf16 work, best of 20): bf16 weights (h in 3 parts)
- * K = 256 1.48-1.57 -> 2.53-2.78, K = 512 1.57 -> 1.73; fp32 (six products) K = 256
- * 1.69-1.79 -> 2.00-2.12, K = 512 1.38 -> 1.62-1.64.  Two lines of padding (an even
+ * C harness (64 rows, 1 thread, TFLOP/s of bf16 work, best of 20): bf16 weights (h in
+ * 3 parts) K = 256 1.48-1.57 -> 2.53-2.78, K = 512 1.57 -> 1.73; fp32 (six products)
+ * K = 256 1.69-1.79 -> 2.00-2.12, K = 512 1.38 -> 1.62-1.64.  Two lines of padding (an even
  * count) gave back most of it; software prefetch of the next chunk's tiles lost. */
 static inline long fl_amx_lda16(long K2p)
 {

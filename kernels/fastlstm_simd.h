@@ -92,6 +92,13 @@
  * same with panels of 96 or 128 rows: the products, not the weight reads, bound it. */
 #define FL_AMX_F32_PANEL_ROWS 64
 #define FL_AMX_F32_PROJECT_ROWS 64
+/* The AMX projection's split x for weights in w_parts bf16 parts: x in as many parts
+ * (fp32) or FL_AMX_X_PARTS, panels of FL_AMX_F32_PANEL_ROWS or FL_AMX_ROWS rows; a
+ * thread's a16 scratch holds FL_AMX_PROJECT_A16_ROWS of them. */
+#define FL_AMX_PROJECT_X_PARTS(w_parts) ((w_parts) > 1 ? (w_parts) : FL_AMX_X_PARTS)
+#define FL_AMX_PROJECT_PANEL_ROWS(w_parts) ((w_parts) > 1 ? FL_AMX_F32_PANEL_ROWS : FL_AMX_ROWS)
+#define FL_AMX_PROJECT_A16_ROWS(w_parts) \
+    (FL_AMX_PROJECT_X_PARTS(w_parts) * FL_AMX_PROJECT_PANEL_ROWS(w_parts))
 #define FL_AMX_STACKED_TILE_ROWS(n) \
     ((n) >= 32 ? (FL_AMX_PARTS * (n) + 31) / 32 * 32 : (FL_AMX_PARTS * (n) + 15) / 16 * 16)
 
@@ -843,15 +850,15 @@ static void fl_block_amx_stacked(int mode, long n_rows, const fl_block_args *arg
 /* The input projection on AMX: out rows [row0, row1) = x @ w + bias, x split in
  * FL_AMX_X_PARTS bf16 parts, weights in pair order (n_blocks, K2p, G*16, 2) (bf16, or int8
  * values, exact in bf16, with their column scales wscale).
- * a16: FL_AMX_X_PARTS * FL_AMX_ROWS * fl_amx_lda16(K2p) bf16 and stage: FL_AMX_ROWS * G*16 floats of scratch.
+ * a16: FL_AMX_PROJECT_A16_ROWS(w_parts) * fl_amx_lda16(K2p) bf16 and stage:
+ * FL_AMX_ROWS * G*16 floats of scratch.
  * fp32 (w_parts = FL_AMX_PARTS: w_pairs holds each block's three parts, (3, K2p, G*16, 2)):
  * x in three parts too, panels of FL_AMX_F32_PANEL_ROWS rows, row1 - row0 a multiple of
- * FL_AMX_ROWS, and a16 FL_AMX_PARTS * FL_AMX_F32_PANEL_ROWS * fl_amx_lda16(K2p).  An earlier version
- * (32-row panels, every batch size) lost in fastlstm bench at batch 1 (lat_small 1t 0.24 vs
- * 0.21 ms, gru_med 0.83-0.90 vs 0.73-0.81): the caller now keeps fewer than
- * FL_AMX_F32_PROJECT_ROWS rows on FMAs.  With it and the recurrent products on tiles, LSTM
- * 256/256 batch 64 x 100 steps, 1 thread: 43.2-46.4 ms on FMAs -> 37.0; GRU 33.6-35.2 ->
- * 28.9; LSTM 512/512 171.5-177.6 -> 152.
+ * FL_AMX_ROWS.  An earlier version (32-row panels, every batch size) lost in fastlstm
+ * bench at batch 1 (lat_small 1t 0.24 vs 0.21 ms, gru_med 0.83-0.90 vs 0.73-0.81): the
+ * caller now keeps fewer than FL_AMX_F32_PROJECT_ROWS rows on FMAs.  With it and the
+ * recurrent products on tiles, LSTM 256/256 batch 64 x 100 steps, 1 thread: 43.2-46.4
+ * ms on FMAs -> 37.0; GRU 33.6-35.2 -> 28.9; LSTM 512/512 171.5-177.6 -> 152.
  * Full panels of unscaled (bf16) weights start their tiles from the bias and store them
  * straight into out; the rest go through stage.  Without the stage pass, bf16 256/256,
  * batch 64 x 100 steps, median ms, builds alternated 6 times: LSTM 1 thread 17.3-17.9
@@ -861,9 +868,8 @@ static void fl_project_amx(int G, const uint16_t *w_pairs, long K2p, int w_parts
                            const float *x, long ldx, float *out, long ldo, long row0, long row1,
                            uint16_t *a16, float *stage)
 {
-    /* fp32 (w_parts > 1): x in as many parts as w, panels of whole tile pairs */
-    const int x_parts = w_parts > 1 ? w_parts : FL_AMX_X_PARTS;
-    const long panel = w_parts > 1 ? FL_AMX_F32_PANEL_ROWS : FL_AMX_ROWS;
+    const int x_parts = FL_AMX_PROJECT_X_PARTS(w_parts);
+    const long panel = FL_AMX_PROJECT_PANEL_ROWS(w_parts);
     const long width = (long)G * FL_U, lda = fl_amx_lda16(K2p), part = panel * lda;
     for (long p0 = row0; p0 < row1; p0 += panel) {
         const long n = row1 - p0 < panel ? row1 - p0 : panel;
@@ -905,8 +911,9 @@ static void fl_project_amx(int G, const uint16_t *w_pairs, long K2p, int w_parts
                            const float *x, long ldx, float *out, long ldo, long row0, long row1,
                            uint16_t *a16, float *stage)
 {
-    (void)G; (void)w_pairs; (void)K2p; (void)w_parts; (void)wscale; (void)n_blocks; (void)K; (void)bias;
-    (void)x; (void)ldx; (void)out; (void)ldo; (void)row0; (void)row1; (void)a16; (void)stage;
+    (void)G; (void)w_pairs; (void)K2p; (void)w_parts; (void)wscale; (void)n_blocks; (void)K;
+    (void)bias; (void)x; (void)ldx; (void)out; (void)ldo; (void)row0; (void)row1; (void)a16;
+    (void)stage;
 }
 static void fl_amx_begin(void) {}
 static void fl_amx_end(void) {}
