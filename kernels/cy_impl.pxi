@@ -97,7 +97,7 @@ cdef extern from "fastlstm_simd.h" nogil:
     ctypedef struct fl_barrier_state:
         int count
         int generation
-    void fl_barrier_wait(fl_barrier_state *b, int n_threads)
+    void fl_barrier_wait(fl_barrier_state *b, int tid, int n_threads)
     int fl_num_threads()
     int fl_thread_id()
     int fl_openmp_enabled()
@@ -484,7 +484,7 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier, int tid,
         a.hu8 = NULL
         a.wq = NULL
         if s.mode == FL_GRU_RZ:
-            fl_barrier_wait(barrier, n_threads)  # every unit's r * h before the new-gate product
+            fl_barrier_wait(barrier, tid, n_threads)  # every unit's r * h before the new-gate product
             for j in range(b1 - b0):
                 blk = _block_at(j, b0, b1, backwards)
                 a.w = _weights(s.wt, s.w_hn, blk * s.K * FL_U)
@@ -501,7 +501,7 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier, int tid,
                 a.ldo = s.ld_state
                 fl_block(FL_GRU_N, n_act, &a, scratch)
         if s.has_proj:
-            fl_barrier_wait(barrier, n_threads)  # h_full complete before any thread projects it
+            fl_barrier_wait(barrier, tid, n_threads)  # h_full complete before any thread projects it
             for j in range(p1 - p0):
                 blk = _block_at(j, p0, p1, backwards)
                 a.w = _weights(s.wt, s.w_hr, blk * s.hidden * FL_U)
@@ -521,7 +521,7 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier, int tid,
                     memcpy(h_nxt + i * s.ld_state + u0, h_cur + i * s.ld_state + u0,
                            (u1 - u0) * sizeof(float))
                     memset(y, 0, (u1 - u0) * sizeof(float))
-        fl_barrier_wait(barrier, n_threads)  # h_nxt complete before the next step reads it
+        fl_barrier_wait(barrier, tid, n_threads)  # h_nxt complete before the next step reads it
     if amx or _project_on_tiles(s):
         fl_amx_end()
     fl_ftz_exit(csr)
@@ -672,8 +672,7 @@ cdef class SequencePlan:
     cdef void _steps(self, SeqArgs *s) noexcept:
         """Every step of s (this plan's arguments with the call's arrays), the GIL released."""
         cdef fl_barrier_state barrier
-        barrier.count = 0
-        barrier.generation = 0
+        memset(&barrier, 0, sizeof(barrier))
         if self.n_threads <= 1:
             with nogil:
                 _sequence_thread(s, &barrier, 0, 1, 0)

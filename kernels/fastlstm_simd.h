@@ -945,35 +945,57 @@ static inline void fl_ftz_exit(unsigned old)
  * another process holds one of the cores, a spinning thread keeps its partner
  * off the CPU for a whole time slice at every step (measured, 2 threads with
  * the other core busy: lat_med 1.3 ms -> 351 ms).  This one spins briefly, then
- * yields the core with sched_yield so a descheduled partner can finish.  Sense
- * is a generation counter; release/acquire order h_nxt's writes before reads. */
+ * yields the core with sched_yield so a descheduled partner can finish;
+ * release/acquire order h_nxt's writes before reads.
+ * A team of two counts the barriers each thread has reached, each count on a cache
+ * line of its own that only its thread writes: a thread passes when its partner's
+ * count has caught up with its own, one line moving between the cores, where a shared
+ * counter moves its line twice (the last arrival's read-modify-write, then the
+ * waiter's read).  Measured, 2 threads, batch 1, median ms of 400 calls, the two
+ * builds alternated three times: LSTM 64/128 0.188-0.195 -> 0.180-0.186, LSTM
+ * 256/256 0.556-0.571 -> 0.537-0.542, GRU 256 0.439-0.454 -> 0.429-0.437.  Spinning
+ * without pause was no faster.  Larger teams use a shared counter and a generation
+ * number. */
 typedef struct {
     int count;
     int generation;
+    _Alignas(64) int reached0;
+    _Alignas(64) int reached1;
 } fl_barrier_state;
 
 #define FL_BARRIER_SPINS 256
 
-static inline void fl_barrier_wait(fl_barrier_state *b, int n_threads)
+static inline void fl_barrier_spin(int *spins)
+{
+    if (*spins < FL_BARRIER_SPINS) {
+        ++*spins;
+#if defined(__SSE2__)
+        _mm_pause();
+#endif
+    } else {
+        sched_yield();
+    }
+}
+
+static inline void fl_barrier_wait(fl_barrier_state *b, int tid, int n_threads)
 {
     if (n_threads <= 1) return;
+    int spins = 0;
+    if (n_threads == 2) {
+        int *mine = tid ? &b->reached1 : &b->reached0;
+        const int *other = tid ? &b->reached0 : &b->reached1;
+        const int reached = *mine + 1;
+        __atomic_store_n(mine, reached, __ATOMIC_RELEASE);
+        while (__atomic_load_n(other, __ATOMIC_ACQUIRE) < reached) fl_barrier_spin(&spins);
+        return;
+    }
     const int generation = __atomic_load_n(&b->generation, __ATOMIC_ACQUIRE);
     if (__atomic_add_fetch(&b->count, 1, __ATOMIC_ACQ_REL) == n_threads) {
         __atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
         __atomic_store_n(&b->generation, generation + 1, __ATOMIC_RELEASE);
         return;
     }
-    int spins = 0;
-    while (__atomic_load_n(&b->generation, __ATOMIC_ACQUIRE) == generation) {
-        if (spins < FL_BARRIER_SPINS) {
-            spins++;
-#if defined(__SSE2__)
-            _mm_pause();
-#endif
-        } else {
-            sched_yield();
-        }
-    }
+    while (__atomic_load_n(&b->generation, __ATOMIC_ACQUIRE) == generation) fl_barrier_spin(&spins);
 }
 
 static inline int fl_num_threads(void)
