@@ -71,6 +71,23 @@ def test_results_do_not_depend_on_the_thread_count(restore_threads, monkeypatch,
             assert np.array_equal(other[0], results[0][0])
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_many_short_steps_meet_at_every_barrier(restore_threads, monkeypatch, rng, threads):
+    """Teams of two wait on each other's count of steps, larger teams on a shared
+    counter: over 400 steps of a few microseconds each (where a thread reading its
+    partner's h before it is written would show), the same numbers as one thread."""
+    monkeypatch.setattr(cython_glue, "_MIN_FLOPS_PER_THREAD_STEP", 1)
+    layer = fastlstm.LSTM(3, 37, backend="cython")
+    x = rng.normal(size=(400, 1, 3)).astype(np.float32)
+    fastlstm.set_num_threads(1)
+    expected = layer(x)
+    fastlstm.set_num_threads(threads)
+    for _ in range(5):
+        got = layer(x)
+        assert np.array_equal(got[0], expected[0])
+        assert np.array_equal(got[1][0], expected[1][0])
+
+
 def test_layouts_of_the_threads(restore_threads, monkeypatch):
     """Two threads: directions side by side; bf16/int8 batches in halves from 8 rows
     when W_hh fits a core's L2 share, from 64 rows whatever its size; fp32 in halves
