@@ -293,30 +293,37 @@ cdef inline bint _project_on_tiles(const SeqArgs *s) noexcept nogil:
         FL_AMX_F32_PROJECT_ROWS if s.wt == 0 else FL_AMX_MIN_ROWS)
 
 
-cdef inline bint _pairs_cover(long K2p, long K) noexcept nogil:
-    """Whether 2*K2p, the K of weights in AMX pair order, is K rounded up to a multiple of 32."""
-    return K2p % 16 == 0 and K <= 2 * K2p < K + 32
-
-
 cdef inline int _tile_parts(int wt) noexcept nogil:
     """Parts of the weights in AMX pair order: fp32 as FL_AMX_PARTS bf16 parts, else 1."""
     return FL_AMX_PARTS if wt == 0 else 1
 
 
-cdef bint _projection_pairs_fit(const uint16_t[:, :, :, ::1] w_pairs, int wt, long n_blocks,
-                                long width, long K, uint16_t[:, ::1] a16_scratch,
-                                float[:, ::1] stage, int n_threads):
-    """Whether the AMX projection's pair-order weights (of weight type wt's parts) and
-    per-thread scratch match weights of n_blocks blocks of K x width for n_threads threads."""
+cdef long _pairs_k2(const uint16_t[:, :, :, ::1] w_pairs, int wt, long n_blocks, long width,
+                    long K):
+    """K2p of weights in AMX pair order, (n_blocks, parts * K2p, width, 2) with weight type
+    wt's parts, for blocks of K x width (2*K2p is K rounded up to a multiple of 32); 0 when
+    their shape does not match."""
     cdef int parts = _tile_parts(wt)
     cdef long K2p = w_pairs.shape[1] // parts
-    cdef long x_rows = FL_AMX_PROJECT_A16_ROWS(parts)
-    return (w_pairs.shape[0] == n_blocks and w_pairs.shape[1] == parts * K2p
-            and w_pairs.shape[2] == width and _pairs_cover(K2p, K)
-            and a16_scratch is not None and stage is not None
-            and a16_scratch.shape[0] >= n_threads and stage.shape[0] >= n_threads
-            and a16_scratch.shape[1] >= x_rows * fl_amx_lda16(K2p)
-            and stage.shape[1] >= FL_AMX_ROWS * width)
+    if (w_pairs.shape[0] != n_blocks or w_pairs.shape[1] != parts * K2p
+            or w_pairs.shape[2] != width or K2p % 16 != 0 or not K <= 2 * K2p < K + 32):
+        return 0
+    return K2p
+
+
+cdef long _projection_pairs_k2(const uint16_t[:, :, :, ::1] w_pairs, int wt, long n_blocks,
+                               long width, long K, uint16_t[:, ::1] a16_scratch,
+                               float[:, ::1] stage, int n_threads):
+    """K2p of the AMX projection's pair-order weights (see _pairs_k2), or 0 when they or
+    the per-thread scratch do not match weights of n_blocks blocks of K x width for
+    n_threads threads."""
+    cdef long K2p = _pairs_k2(w_pairs, wt, n_blocks, width, K)
+    if (K2p == 0 or a16_scratch is None or stage is None
+            or a16_scratch.shape[0] < n_threads or stage.shape[0] < n_threads
+            or a16_scratch.shape[1] < FL_AMX_PROJECT_A16_ROWS(_tile_parts(wt)) * fl_amx_lda16(K2p)
+            or stage.shape[1] < FL_AMX_ROWS * width):
+        return 0
+    return K2p
 
 
 cdef inline long _block_at(long j, long b0, long b1, bint backwards) noexcept nogil:
@@ -992,10 +999,8 @@ def bind_sequence(SequencePlan plan, int mode, float[:, :, ::1] xproj, long xcol
             s.amx = amx and fl_amx_usable()
     if s.wt != 2 and amx and wp is not None and fl_amx_usable():
         s.wp_parts = _tile_parts(s.wt)
-        s.K2p = wp.shape[1] // s.wp_parts
-        if (wp.shape[0] != s.n_blk or wp.shape[1] != s.wp_parts * s.K2p
-                or wp.shape[2] != s.width or not _pairs_cover(s.K2p, s.K)
-                or scratch is None or a16_scratch is None
+        s.K2p = _pairs_k2(wp, s.wt, s.n_blk, s.width, s.K)
+        if (s.K2p == 0 or scratch is None or a16_scratch is None
                 or a16_scratch.shape[0] < scratch.shape[0]
                 or a16_scratch.shape[1] < FL_AMX_PARTS * rows_pad * fl_amx_lda16(s.K2p)
                 or scratch.shape[1] < FL_AMX_STACKED_TILE_ROWS(min(s.batch, FL_AMX_STACKED_ROWS))
@@ -1055,9 +1060,9 @@ def bind_projection(SequencePlan plan, const weight_t[:, :, ::1] w_blocks, const
     s.p_scale = &scale[0] if scale is not None else NULL
     s.p_pairs = NULL
     if w_pairs is not None and fl_amx_usable():
-        s.p_K2p = w_pairs.shape[1] // _tile_parts(wt)
-        if not _projection_pairs_fit(w_pairs, wt, s.n_blk, s.xwidth, s.p_K, a16_scratch, stage,
-                                     plan.n_threads):
+        s.p_K2p = _projection_pairs_k2(w_pairs, wt, s.n_blk, s.xwidth, s.p_K, a16_scratch,
+                                       stage, plan.n_threads)
+        if s.p_K2p == 0:
             raise ValueError("bind_projection: w_pairs, a16_scratch or stage do not match w_blocks")
         s.p_pairs = &w_pairs[0, 0, 0, 0]
         s.p_a16 = &a16_scratch[0, 0]
@@ -1136,9 +1141,9 @@ def project(int gates, const weight_t[:, :, ::1] w_blocks, const float[::1] bias
     if wt == 2 and scale is None:
         raise ValueError("int8 weights need their column scales")
     if w_pairs is not None and n_rows >= FL_AMX_MIN_ROWS and fl_amx_usable():
-        K2p = w_pairs.shape[1] // _tile_parts(wt)
-        if not _projection_pairs_fit(w_pairs, wt, n_blocks, gates * FL_U, K, a16_scratch, stage,
-                                     n_threads):
+        K2p = _projection_pairs_k2(w_pairs, wt, n_blocks, gates * FL_U, K, a16_scratch, stage,
+                                   n_threads)
+        if K2p == 0:
             raise ValueError("project: w_pairs, a16_scratch or stage do not match w_blocks")
         pairs = &w_pairs[0, 0, 0, 0]
         a16 = &a16_scratch[0, 0]

@@ -188,6 +188,27 @@ def test_bf16_split_rejects_a_short_buffer():
         cython_glue._kernels.bf16_split(x, np.zeros((2, 2, 64), np.uint16))
 
 
+@pytest.mark.skipif(not HAS_AMX, reason="this CPU has no AMX: the pairs are never read")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_project_rejects_pairs_that_do_not_match_the_weights(precision, rng):
+    """Pair-order weights with another K, block count or part count than w_blocks, or
+    scratch too small for them, are refused before the tiles read them."""
+    packed = fastlstm.LSTM(37, 17, backend="cython", precision=precision)._layers[0]
+    x = rng.normal(size=(40, 37)).astype(np.float32)
+    out = np.empty((40, packed.w_ih.shape[0] * packed.w_ih.shape[2]), np.float32)
+    scratch = cython_glue.ProjectScratch(37, 4, 1)
+    kernels, pairs = cython_glue._kernels, packed.w_ih_pairs
+    kernels.project(4, packed.w_ih, packed.bias, x, out, 1, None, pairs, scratch.a16,
+                    scratch.stage)
+    for bad_pairs, a16 in [(pairs[:, :-16].copy(), scratch.a16),   # K short of 37
+                           (pairs[:, :-1].copy(), scratch.a16),    # not whole parts
+                           (np.concatenate([pairs, pairs]), scratch.a16),  # other blocks
+                           (pairs, scratch.a16[:, :32].copy())]:   # scratch too small
+        with pytest.raises(ValueError, match="w_pairs, a16_scratch or stage do not match"):
+            kernels.project(4, packed.w_ih, packed.bias, x, out, 1, None, bad_pairs, a16,
+                            scratch.stage)
+
+
 @pytest.mark.parametrize("columns", [1, 3, 17, 37, 64, 129, 256, 512])
 def test_amx_rows_cover_the_columns_in_an_odd_number_of_cache_lines(columns):
     """Split-activation rows hold K rounded up to a multiple of 32 (the tiles read
