@@ -299,9 +299,9 @@ def _round_up(n, multiple):
 
 class KernelScratch:
     """Per-call scratch of the sequence kernel for B rows: the original GRU's r*h and
-    z, and per thread the K-chunked (or AMX) partial sums, int8's quantized h rows and
-    the split h rows of bf16 and fp32 on AMX.  Rows padded to a multiple of 32 for the
-    AMX tiles."""
+    z, and per thread the K-chunked (or AMX) partial sums, int8's quantized (bf16's
+    rounded) h rows and the split h rows of bf16 and fp32 on AMX.  Rows padded to a
+    multiple of 32 for the AMX tiles."""
 
     def __init__(self, batch, hidden_size, hidden_out, threads, reset_before, lane_rows=None):
         padded = _n_blocks(hidden_size) * UNITS
@@ -313,10 +313,8 @@ class KernelScratch:
                    for n in lane_rows]
         self.z = [aligned_zeros((n, padded), np.float32) if reset_before else None
                   for n in lane_rows]
-        # bf16 on AMX: the rows' parts stacked, three rows of products per row
-        self.scratch = aligned_zeros((threads, max(rows, _kernels.amx_stacked_scratch_rows(batch))
-                                      * 4 * UNITS), np.float32)
-        # int8 quantizes the recurrent product's input (K = H_out) per row
+        self.scratch = aligned_zeros((threads, rows * 4 * UNITS), np.float32)
+        # int8 quantizes the recurrent product's input (K = H_out) per row, bf16 rounds it
         self.q_scratch = aligned_zeros((threads, batch * (hidden_out + 1)), np.float32)
         self.u8_scratch = aligned_zeros((threads, rows * _round_up(hidden_out, 64)), np.uint8)
         # bf16 and fp32 on AMX: h split in bf16 parts

@@ -29,10 +29,9 @@ cdef extern from "fastlstm_simd.h" nogil:
         FL_AMX_MIN_ROWS
         FL_AMX_PARTS
         FL_AMX_X_PARTS
-        FL_AMX_STACKED_ROWS
+        FL_BF16_H_PARTS
         FL_AMX_F32_MIN_ROWS
         FL_AMX_F32_PROJECT_ROWS
-    long FL_AMX_STACKED_TILE_ROWS(long n)
     long fl_amx_lda16(long K2p)
     long FL_AMX_PROJECT_A16_ROWS(int w_parts)
     ctypedef struct fl_block_args:
@@ -75,7 +74,6 @@ cdef extern from "fastlstm_simd.h" nogil:
         int a16_parts
     void fl_block(int mode, long n_rows, const fl_block_args *args, float *scratch)
     void fl_block_amx(int mode, long n_rows, const fl_block_args *args, float *scratch)
-    void fl_block_amx_stacked(int mode, long n_rows, const fl_block_args *args, float *scratch)
     void fl_project_amx(int G, const uint16_t *w_pairs, long K2p, int w_parts, const float *wscale,
                         long n_blocks, long K, const float *bias, const float *x, long ldx,
                         float *out, long ldo, long row0, long row1, uint16_t *a16, float *stage)
@@ -125,11 +123,6 @@ def amx_row_elements(long K):
 def amx_projection_scratch_rows():
     """Rows of split x a thread's AMX projection scratch needs for any weight type."""
     return max(FL_AMX_PROJECT_A16_ROWS(1), FL_AMX_PROJECT_A16_ROWS(FL_AMX_PARTS))
-
-
-def amx_stacked_scratch_rows(long batch):
-    """Rows of products per thread that bf16's stacked AMX products need at ``batch`` rows."""
-    return FL_AMX_STACKED_TILE_ROWS(min(batch, FL_AMX_STACKED_ROWS))
 
 # Weight storage types: float32, bfloat16 bits, int8 (with float32 column scales)
 ctypedef fused weight_t:
@@ -238,7 +231,9 @@ ctypedef struct SeqArgs:
     int scratch_threads
     long scratch_stride
     bint quantize           # int8: the recurrent input h quantized per row and step
-    float *q_scratch        # (threads, q_stride) quantized rows and their scales
+    bint round_h            # bf16: the recurrent input h rounded to bf16 per step
+    float *q_scratch        # (threads, q_stride) int8's quantized rows and their scales,
+                            # bf16's rounded rows (on FMAs)
     long q_stride           # >= B * (K + 1)
     long ldq
     const int8_t *wq        # (n_blk, K4, width, 4) VNNI-ordered w_hh, or NULL
@@ -252,8 +247,8 @@ ctypedef struct SeqArgs:
                             # (n_blk, wp_parts * K2p, width, 2)
     long K2p
     int wp_parts            # 1 (bf16) or FL_AMX_PARTS (fp32's bf16 parts)
-    uint16_t *a16_scratch   # bf16, fp32: h split in parts,
-                            # (threads, FL_AMX_PARTS * B_pad * fl_amx_lda16(K2p))
+    uint16_t *a16_scratch   # bf16, fp32: h split in wp_parts parts,
+                            # (threads, wp_parts * B_pad * fl_amx_lda16(K2p))
     long a16_stride
     # The input projection, when the team runs it before the steps (p_rows > 0): each
     # thread projects the blocks whose steps it runs, so no barrier sits between the
@@ -381,13 +376,20 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier, int tid,
     cdef uint8_t *hu8 = NULL
     cdef uint16_t *a16 = NULL
     cdef bint amx = s.amx and slot < s.scratch_threads
-    cdef bint amx_step, stacked_step
+    cdef bint amx_step
+    # bf16's recurrent products run on tiles at every row count, int8's from
+    # FL_AMX_MIN_ROWS, fp32's from FL_AMX_F32_MIN_ROWS (fastlstm_simd.h has why)
+    cdef long amx_min_rows = 1 if s.wt == 1 else (
+        FL_AMX_MIN_ROWS if s.wt == 2 else FL_AMX_F32_MIN_ROWS)
+    # h in as many bf16 parts as the tiles multiply: fp32 three (exact), bf16 rounded
+    cdef int h_parts = FL_AMX_PARTS if s.wt == 0 else FL_BF16_H_PARTS
     cdef long rows_pad = (s.batch + FL_AMX_ROWS - 1) // FL_AMX_ROWS * FL_AMX_ROWS
     cdef unsigned csr = fl_ftz_enter()
     if slot < s.scratch_threads:
         scratch = s.scratch + slot * s.scratch_stride
-        if s.quantize:
+        if s.quantize or s.round_h:
             hq = s.q_scratch + slot * s.q_stride
+        if s.quantize:
             hscale = hq + s.batch * s.ldq
             if s.wq != NULL:
                 hu8 = s.u8_scratch + slot * s.u8_stride
@@ -422,7 +424,7 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier, int tid,
     a.a16 = a16
     a.lda16 = fl_amx_lda16(s.K2p)
     a.a16_part = rows_pad * a.lda16
-    a.a16_parts = FL_AMX_PARTS
+    a.a16_parts = h_parts
     a.K2p = s.K2p
     a.wp_parts = s.wp_parts
     a.wp_part = s.K2p * s.width * 2
@@ -435,17 +437,13 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier, int tid,
         backwards = (step + s.first_step_parity) & 1
         h_cur = s.h_state + (step % 2) * s.batch * s.ld_state
         h_nxt = s.h_state + ((step + 1) % 2) * s.batch * s.ld_state
-        stacked_step = amx and a16 != NULL and s.wp_parts == 1 and n_act <= FL_AMX_STACKED_ROWS
-        amx_step = amx and not stacked_step and n_act >= (
-            FL_AMX_MIN_ROWS if s.wp_parts == 1 else FL_AMX_F32_MIN_ROWS)
-        if hq != NULL:
+        amx_step = amx and n_act >= amx_min_rows
+        if s.quantize:
             fl_quantize_rows(h_cur, s.ld_state, s.K, n_act, hq, s.ldq, hu8, s.ldu, hscale)
-        if amx_step and a16 != NULL:
-            fl_bf16_split_rows(h_cur, s.ld_state, s.K, n_act, a16, a.a16_part,
-                               FL_AMX_PARTS, a.lda16)
-        elif stacked_step:  # part p of row r at row p * n_act + r
-            fl_bf16_split_rows(h_cur, s.ld_state, s.K, n_act, a16, n_act * a.lda16,
-                               FL_AMX_PARTS, a.lda16)
+        elif amx_step and a16 != NULL:
+            fl_bf16_split_rows(h_cur, s.ld_state, s.K, n_act, a16, a.a16_part, h_parts, a.lda16)
+        elif s.round_h:  # on FMAs: the values the tiles would multiply
+            fl_bf16_parts_sum_rows(h_cur, s.ld_state, s.K, n_act, hq, s.ldq, h_parts)
         a.hq = hq
         a.ldq = s.ldq
         a.hscale = hscale
@@ -481,8 +479,6 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier, int tid,
             a.wp = s.wp + blk * s.wp_parts * s.K2p * s.width * 2 if a16 != NULL else NULL
             if amx_step:
                 fl_block_amx(s.mode, n_act, &a, scratch)
-            elif stacked_step:
-                fl_block_amx_stacked(s.mode, n_act, &a, scratch)
             else:
                 fl_block(s.mode, n_act, &a, scratch)
         # the new-gate and projection products take float inputs
@@ -881,7 +877,8 @@ def bind_sequence(SequencePlan plan, int mode, float[:, :, ::1] xproj, long xcol
     w_hh     (n_blk, K, G*16) IN      recurrent weights, blocked (K = H_out); float32,
                                       uint16 (bfloat16 bits) or int8; w_hr, w_hn alike
     scale_*  (n_blk*G*16,) IN         int8 column scales (None for float weights)
-    q_scratch (threads, B*(K+1))      int8: per-thread quantized h rows and scales (required)
+    q_scratch (threads, B*(K+1))      int8: per-thread quantized h rows and scales; bf16:
+                                      h rows rounded to bf16 (required for both)
     wq       (n_blk, K4, G*16, 4) IN  int8: w_hh in VNNI order, K4*4 = K rounded up to a
                                       multiple of 64, to use vpdpbusd and AMX (optional)
     wsum     (n_blk, G*16) int32 IN   its column sums
@@ -893,7 +890,8 @@ def bind_sequence(SequencePlan plan, int mode, float[:, :, ::1] xproj, long xcol
                                       multiple of 32: bf16 (Q = 1), or fp32 as Q = AMX_PARTS
                                       bf16 parts summing to it, each (K2, G*16, 2) (optional)
     a16_scratch (threads, P*B_pad*amx_row_elements(H_out))
-                                      bf16, fp32: per-thread h split in P = AMX_PARTS bf16 parts
+                                      bf16, fp32: per-thread h split in P = Q bf16 parts
+                                      (bf16: h rounded to bf16)
     w_hr     (n_pblk, H, 16) IN       projection, blocked (used when has_proj)
     b_hn     (n_blk*16,) IN           GRU recurrent new-gate bias, padded
     h_state  (2, B, ld) IN/OUT        [0] holds h0 (padded); ping-pong buffers
@@ -969,6 +967,7 @@ def bind_sequence(SequencePlan plan, int mode, float[:, :, ::1] xproj, long xcol
     if scratch is not None and scratch.shape[1] < rows_pad * 4 * FL_U:
         raise ValueError("scratch: expected at least B_pad*64 floats per thread")
     s.quantize = s.wt == 2
+    s.round_h = s.wt == 1
     s.q_scratch = NULL
     s.ldq = s.K
     s.wq = NULL
@@ -980,12 +979,13 @@ def bind_sequence(SequencePlan plan, int mode, float[:, :, ::1] xproj, long xcol
     s.K2p = 0
     s.a16_scratch = NULL
     s.a16_stride = 0
-    if s.quantize:
+    if s.quantize or s.round_h:
         if q_scratch is None or q_scratch.shape[1] < s.batch * (s.K + 1) or scratch is None \
                 or q_scratch.shape[0] < scratch.shape[0]:
-            raise ValueError("int8: q_scratch must hold B*(K+1) floats per scratch thread")
+            raise ValueError("int8, bf16: q_scratch must hold B*(K+1) floats per scratch thread")
         s.q_scratch = &q_scratch[0, 0]
         s.q_stride = q_scratch.shape[1]
+    if s.quantize:
         if wq is not None and fl_cpu_supports_vnni():
             if (wq.shape[0] != s.n_blk or wq.shape[1] * 4 != s.ldu or wq.shape[2] != s.width
                     or wsum is None or wsum.shape[0] != s.n_blk or wsum.shape[1] != s.width
@@ -1002,9 +1002,7 @@ def bind_sequence(SequencePlan plan, int mode, float[:, :, ::1] xproj, long xcol
         s.K2p = _pairs_k2(wp, s.wt, s.n_blk, s.width, s.K)
         if (s.K2p == 0 or scratch is None or a16_scratch is None
                 or a16_scratch.shape[0] < scratch.shape[0]
-                or a16_scratch.shape[1] < FL_AMX_PARTS * rows_pad * fl_amx_lda16(s.K2p)
-                or scratch.shape[1] < FL_AMX_STACKED_TILE_ROWS(min(s.batch, FL_AMX_STACKED_ROWS))
-                * s.width):
+                or a16_scratch.shape[1] < s.wp_parts * rows_pad * fl_amx_lda16(s.K2p)):
             raise ValueError("wp, a16_scratch or scratch do not match w_hh")
         s.amx = True
         s.wp = &wp[0, 0, 0, 0]

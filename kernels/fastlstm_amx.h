@@ -19,16 +19,13 @@
  * caller's buffers (the extra rows compute values nobody reads).
  *
  * Activations are split in bf16 parts (fl_bf16_split_rows) and every part is
- * multiplied: h (for bf16 weights) in FL_AMX_PARTS, which sum to the float, and x
- * in FL_AMX_X_PARTS, whose sum the other paths multiply too
- * (fl_bf16_parts_sum_rows).  So the products are those of the vector paths up to
- * fp32 rounding, and a layer's results do not depend on which path a batch size
- * picks.  Measured (before x took two parts, fastlstm_simd.h has that) on
- * a bf16 LSTM 256/256, batch 64, 100 steps, 1 thread (median of 7 calls): the
- * AVX-512 path widening weights 59.5 ms; AMX with 1 part 13.6 ms, but 1.5x the
- * output error (3.1e-3 vs 2.1e-3 from fp32) and results that change with the
- * batch size; 2 parts 18.4 ms, 3e-6 from the other paths (streams and pools
- * promise 1e-6 between chunkings and batchings); 3 parts (kept) 29.9 ms, 5e-7.
+ * multiplied: h in FL_AMX_PARTS for fp32 weights (they sum to the float), rounded to
+ * bf16 (FL_BF16_H_PARTS) for bf16 weights, and x in FL_AMX_X_PARTS, whose sum the
+ * other paths multiply too (fl_bf16_parts_sum_rows).  So the products are those of
+ * the vector paths up to fp32 rounding.  Measured (h and x then in one part against
+ * h in three, before x took two parts and h one, fastlstm_simd.h has those) on a bf16
+ * LSTM 256/256, batch 64, 100 steps, 1 thread (median of 7 calls): the AVX-512 path
+ * widening weights 59.5 ms; AMX with 1 part 13.6 ms; 3 parts 29.9 ms.
  */
 #ifndef FASTLSTM_AMX_H
 #define FASTLSTM_AMX_H

@@ -42,31 +42,32 @@
 /* AMX (fastlstm_amx.h): rows per pass (two tiles of 16), and the fewest rows worth
  * it for int8's recurrent products and the projections (a pass costs the same for 1
  * or 32 rows; measured on stack_bi, batch 8, bf16, 1 thread: 23.9 ms with the
- * recurrent products widened, 26.9 ms on 32-row tiles, before bf16 stacked below) */
+ * recurrent products widened, 26.9 ms on 32-row tiles).  bf16's recurrent products
+ * run on tiles at every row count, up to 16 rows in one tile (fl_block_amx): LSTM
+ * 256/256, 100 steps, 1 thread, when h took three parts stacked as tile rows: batch 1
+ * 0.74 ms vs 1.22 widened, batch 5 1.83 vs 4.51. */
 #define FL_AMX_ROWS 32
 #define FL_AMX_MIN_ROWS 16
+/* fp32 weights and activations on AMX: three bf16 parts each (see FL_AMX_F32_MIN_ROWS) */
 #define FL_AMX_PARTS 3
 /* x, the input projection's activations, in two bf16 parts: 16 significant bits, a
- * relative change of at most 2^-17, against the 2^-9 of the weights' rounding.  h
- * keeps three (exact), so the recurrence itself adds no rounding that could differ
- * between paths.  Measured, 1 thread, median ms (AMX), three parts -> two, builds
- * alternated: bf16 LSTM 256/256 batch 64 x 100 steps 22.8 -> 17.6-18.4, GRU 15.1 ->
- * 12.2; lat_med bf16 0.667-0.704 -> 0.584-0.586, int8 0.426-0.427 -> 0.355-0.358. */
+ * relative change of at most 2^-17, against the 2^-9 of the weights' rounding.
+ * Measured, 1 thread, median ms (AMX), three parts -> two, builds alternated: bf16
+ * LSTM 256/256 batch 64 x 100 steps 22.8 -> 17.6-18.4, GRU 15.1 -> 12.2; lat_med bf16
+ * 0.667-0.704 -> 0.584-0.586, int8 0.426-0.427 -> 0.355-0.358.  One part (x rounded to
+ * bf16, as the peers multiply) raises the error above torch-bf16's on step1 (1.0e-3
+ * vs 1.0e-3 in `fastlstm bench --precision bf16`, 7.3e-4 with two). */
 #define FL_AMX_X_PARTS 2
-/* bf16 recurrent products on AMX up to FL_AMX_STACKED_ROWS rows: the parts of each
- * row stacked as rows of the tiles (fl_block_amx_stacked), so every weight tile
- * serves all parts and no tile row is padding.  Measured on a bf16 LSTM 256/256, 100
- * steps, 1 thread, ms:
- *   batch 1: 1.22 with no tiles (FASTLSTM_AMX=0), 1.06 with only the projection on
- *            tiles, 0.74 stacked; 5: 4.51 -> 1.83;
- *   16: 7.38 on the FL_AMX_ROWS path -> 5.85; 31: 10.8 stacked vs 13.2 at 32 there;
- *   from 32 rows (and wherever the stacked rows fill 32-row tile pairs, see
- *   fl_block_amx_stacked) the stacked rows go through the 2x2-tile loop
- *   (fl_amx_gates), which loads fewer weight tiles than 16-row tiles: 48: 19.5 ->
- *   17.2; 64: 24.3 -> 22.4; 128: 49.4 -> 48.4.
- * Above FL_AMX_STACKED_ROWS the FL_AMX_ROWS path runs: its scratch does not grow with
- * the batch. */
-#define FL_AMX_STACKED_ROWS 128
+/* bf16 weights multiply h rounded to bf16 (one part), on every path: the rounding
+ * vdpbf16ps and the peers apply.  Against three parts (h exact), bf16 LSTM 256/256
+ * batch 64 x 100 steps, 1 thread, median ms, builds alternated twice: 18.4-18.7 ->
+ * 13.1-13.6, GRU 256 13.2-13.3 -> 8.3-8.9, LSTM 512/512 79.0-80.9 -> 58.9-59.1; the
+ * bench's max abs error from fp32 unchanged (thr_med 2.0e-3, lat_med 1.3e-3 -> 1.4e-3,
+ * gru_med 2.3e-3 -> 2.5e-3; torch-bf16 3.7e-3, 2.5e-3, 8.2e-3).  The price: where two
+ * paths' fp32 h differ in the last bit (AVX-512 vs AVX2 builds, tiles vs FMAs, a short
+ * chunk's projection on FMAs vs a long one's on tiles) h can round to neighbouring bf16
+ * values, so such results agree to a bf16 step of h (tests: 1e-4) rather than 1e-6. */
+#define FL_BF16_H_PARTS 1
 /* fp32 on AMX: weights and activations in three bf16 parts, and the six products of
  * parts whose orders sum to <= 2 (fastlstm_amx.h), 4-9e-7 from PyTorch fp32 where the
  * FMAs are 3-7e-7.  Recurrent products from FL_AMX_F32_MIN_ROWS rows.  Measured, 1
@@ -99,8 +100,6 @@
 #define FL_AMX_PROJECT_PANEL_ROWS(w_parts) ((w_parts) > 1 ? FL_AMX_F32_PANEL_ROWS : FL_AMX_ROWS)
 #define FL_AMX_PROJECT_A16_ROWS(w_parts) \
     (FL_AMX_PROJECT_X_PARTS(w_parts) * FL_AMX_PROJECT_PANEL_ROWS(w_parts))
-#define FL_AMX_STACKED_TILE_ROWS(n) \
-    ((n) >= 32 ? (FL_AMX_PARTS * (n) + 31) / 32 * 32 : (FL_AMX_PARTS * (n) + 15) / 16 * 16)
 
 typedef float v16 __attribute__((vector_size(64)));
 typedef int32_t v16i __attribute__((vector_size(64)));
@@ -310,10 +309,11 @@ typedef struct {
     const void *w;       /* (K, G, 16) this block's recurrent (or projection) weights */
     int wt;              /* FL_F32, FL_BF16 or FL_I8 */
     const float *wscale; /* (G, 16) int8 column scales of this block, or NULL */
-    /* int8 recurrent product: h quantized per row (see fl_quantize_rows) */
-    const float *hq;     /* (R, ldq) quantized h as integer-valued floats, or NULL */
+    /* The recurrent product's input h as reduced: int8 quantized (integer-valued floats
+     * and a scale per row), bf16 rounded to bf16 (no scale); NULL: h as it is */
+    const float *hq;     /* (R, ldq) */
     long ldq;
-    const float *hscale; /* (R,) per-row scale of hq */
+    const float *hscale; /* (R,) per-row scale of int8's hq, or NULL */
     const int8_t *wq;    /* (K4, G, 16, 4) this block's weights in VNNI order, or NULL */
     const int32_t *wsum; /* (G*16,) column sums of wq */
     const uint8_t *hu8;  /* (R, ldu) hq + 128, K padded to a multiple of 4 */
@@ -642,7 +642,8 @@ FL_INLINE void fl_advance(const int mode, fl_block_args *a, long rows)
     a->h_self += rows * (mode == FL_GRU_N ? a->ldr2 : a->ldh);
     if (a->rh) a->rh += rows * a->ldr;
     if (a->z) a->z += rows * a->ldr;
-    if (a->hq) { a->hq += rows * a->ldq; a->hscale += rows; }
+    if (a->hq) a->hq += rows * a->ldq;
+    if (a->hscale) a->hscale += rows;
     if (a->hu8) a->hu8 += rows * a->ldu;
 }
 
@@ -795,10 +796,11 @@ static void fl_project_rows(int G, int wt, const void *w_blocks, const float *ws
 }
 
 #if FL_HAVE_AMX
-/* One block at many rows on AMX: the products into scratch (rows padded to
- * FL_AMX_ROWS, G*16 columns), then the pointwise update of n_rows rows.  int8
- * takes h quantized (a->hu8, a->wq); bf16 and fp32 take h split in bf16 parts (a->a16)
- * and the weights in pair order (a->wp, fp32's in three parts). */
+/* One block on AMX: the products into scratch (rows padded to 16 up to 16 rows, else
+ * to FL_AMX_ROWS; G*16 columns), then the pointwise update of n_rows rows.  int8 takes
+ * h quantized (a->hu8, a->wq); bf16 and fp32 take h split in bf16 parts (a->a16) and
+ * the weights in pair order (a->wp, fp32's in three parts).  One tile of 16 rows serves
+ * bf16 (one part) up to 16 rows, whose 2x2-tile pass would load the weights for 32. */
 static void fl_block_amx(int mode, long n_rows, const fl_block_args *args, float *scratch)
 {
     const int G = fl_gates(mode);
@@ -808,42 +810,13 @@ static void fl_block_amx(int mode, long n_rows, const fl_block_args *args, float
     if (args->wq)
         fl_amx_gates(G, rows, 1, args->hu8, args->ldu, 0, 1, args->ldu / 64,
                      (const uint8_t *)args->wq, 1, 0, args->wsum, NULL, scratch, ldg);
+    else if (n_rows <= 16 && args->a16_parts == 1 && args->wp_parts == 1)
+        fl_amx_gates16(G, (const uint8_t *)args->a16, args->lda16 * 2, args->K2p / 16,
+                       (const uint8_t *)args->wp, scratch, ldg);
     else
         fl_amx_gates(G, rows, 0, (const uint8_t *)args->a16, args->lda16 * 2, args->a16_part * 2,
                      args->a16_parts, args->K2p / 16, (const uint8_t *)args->wp, args->wp_parts,
                      args->wp_part * 2, NULL, NULL, scratch, ldg);
-    fl_pointwise_from(mode, n_rows, args, scratch);
-}
-
-/* One block of n_rows <= FL_AMX_STACKED_ROWS rows, bf16 on AMX: h's parts stacked as
- * rows of A (part p of row r at row p * n_rows + r of args->a16, written by
- * fl_bf16_split_rows with part_stride n_rows * lda16), products into scratch
- * (FL_AMX_STACKED_TILE_ROWS(n_rows) rows of G*16), the parts summed, then the
- * pointwise update. */
-static void fl_block_amx_stacked(int mode, long n_rows, const fl_block_args *args, float *scratch)
-{
-    const int G = fl_gates(mode);
-    const long ldg = (long)G * FL_U, lda = args->lda16 * 2;
-    /* Stacked rows that fill 32-row tile pairs go through the 2x2-tile loop, which loads
-     * each weight tile once for 32 rows (LSTM 256/256 bf16, 100 steps, 1 thread, builds
-     * alternated, ms: batch 6 2.00 -> 1.80, 8 2.22 -> 2.06, stack_bi 10.9 -> 10.1);
-     * rounding up to a pair instead (batch 12: 36 rows -> 64, not 48) was slower, 3.3-3.6
-     * -> 3.7. */
-    if (FL_AMX_STACKED_TILE_ROWS(n_rows) % 32 == 0)
-        fl_amx_gates(G, FL_AMX_STACKED_TILE_ROWS(n_rows), 0, (const uint8_t *)args->a16, lda, 0,
-                     1, args->K2p / 16, (const uint8_t *)args->wp, 1, 0, NULL, NULL, scratch,
-                     ldg);
-    else
-        for (long r0 = 0; r0 < FL_AMX_PARTS * n_rows; r0 += 16)
-            fl_amx_gates16(G, (const uint8_t *)args->a16 + r0 * lda, lda, args->K2p / 16,
-                           (const uint8_t *)args->wp, scratch + r0 * ldg, ldg);
-    for (long r = 0; r < n_rows; r++)
-        for (long c = 0; c < ldg; c += FL_U) {
-            v16 sum = v_load(scratch + r * ldg + c);
-            for (int p = 1; p < FL_AMX_PARTS; p++)
-                sum += v_load(scratch + (p * n_rows + r) * ldg + c);
-            v_store(scratch + r * ldg + c, sum);
-        }
     fl_pointwise_from(mode, n_rows, args, scratch);
 }
 
@@ -899,10 +872,6 @@ static void fl_project_amx(int G, const uint16_t *w_pairs, long K2p, int w_parts
 /* Never entered: fl_amx_usable() is 0 in builds without AMX.  Defined so the
  * Cython module has one source for every instruction set. */
 static void fl_block_amx(int mode, long n_rows, const fl_block_args *args, float *scratch)
-{
-    (void)mode; (void)n_rows; (void)args; (void)scratch;
-}
-static void fl_block_amx_stacked(int mode, long n_rows, const fl_block_args *args, float *scratch)
 {
     (void)mode; (void)n_rows; (void)args; (void)scratch;
 }

@@ -1,15 +1,14 @@
 """Products on AMX tiles: bf16 and int8 input projections at 16 rows or more, int8's
-recurrent products at 16 rows or more, bf16's at every batch size (below 32 rows
-with the bf16 parts of each row stacked as tile rows); fp32 as six bf16 products of
-three-part weights and activations, recurrent at 32 rows or more and the projection
-at 64.
+recurrent products at 16 rows or more, bf16's at every batch size (up to 16 rows in
+one tile); fp32 as six bf16 products of three-part weights and activations,
+recurrent at 32 rows or more and the projection at 64.
 
-Activations are split in bf16 parts that sum to the
-float (so the products equal the fp32-activation paths up to fp32 rounding); int8
-recurrent products are exact integer sums either way.  The references are the
-same as test_precision's: PyTorch fp32 on the rounded weights (bf16) and a float64
-loop written from the int8 equations.  On a CPU without AMX these tests run the
-AVX-512 (or portable) paths at the same sizes, which must pass the same checks.
+Activations are split in bf16 parts: x in two, h in one for bf16 weights (rounded)
+and three that sum to the float for fp32; int8 recurrent products are exact integer
+sums either way.  The references are the same as test_precision's: PyTorch fp32
+(fp32) and the float64 loop of each reduced precision's equations.  On a CPU without
+AMX these tests run the AVX-512 (or portable) paths at the same sizes, which must
+pass the same checks.
 """
 
 import numpy as np
@@ -18,15 +17,16 @@ import torch
 
 import fastlstm
 from fastlstm import cython_glue
-from test_precision import ATOL, int8_reference, rounded_module, two_bf16_parts
+from test_precision import (ATOL, assert_matches_reduced_reference, kernel_mode, layer_outputs,
+                            two_bf16_parts)
 
 HAS_AMX = cython_glue._AMX_CPU
 # AMX on and off differ by fp32 rounding of sums taken in another order (fp32 also by
 # the products the six of its three-part weights and h leave out, below 2^-24)
-PATH_ATOL = {"fp32": 1e-6, "bf16": 1e-6,
-             # int8 quantizes h every step: a last-bit difference can move one value
-             # across a rounding boundary of the int8 grid (see test_precision.ISA_ATOL)
-             "int8": 2e-3}
+PATH_ATOL = {"fp32": 1e-6,
+             # bf16 rounds and int8 quantizes h every step: a last-bit difference can
+             # move one value across a rounding boundary (see test_precision.ISA_ATOL)
+             "bf16": 2e-3, "int8": 2e-3}
 
 CASES = [
     # mode, kwargs, I, H, batch
@@ -39,7 +39,7 @@ CASES = [
     ("RNN", {}, 1, 37, 129),
     ("LSTM", {}, 17, 129, 1),
     ("GRU", {}, 5, 37, 3),
-    ("LSTM", dict(num_layers=2), 17, 37, 8),  # stacked parts fill one 32-row tile pair
+    ("LSTM", dict(num_layers=2), 17, 37, 8),
 ]
 
 
@@ -61,19 +61,6 @@ def _torch_outputs(module, x, lengths):
 
 
 @pytest.mark.parametrize("mode, kwargs, input_size, hidden_size, batch", CASES)
-def test_bf16_at_tile_sizes_matches_torch_on_rounded_weights(mode, kwargs, input_size, hidden_size,
-                                                             batch, rng):
-    torch.manual_seed(int(rng.integers(1 << 30)))
-    module = getattr(torch.nn, mode)(input_size, hidden_size, **kwargs)
-    steps = 6
-    x = rng.normal(size=(steps, batch, input_size)).astype(np.float32)
-    lengths = _lengths(rng, batch, steps)
-    out = _torch_outputs(rounded_module(module, "bf16"), two_bf16_parts(x), lengths)
-    layer = getattr(fastlstm, mode).from_torch(module, precision="bf16")
-    np.testing.assert_allclose(layer(x, lengths=lengths)[0], out, atol=ATOL, rtol=0)
-
-
-@pytest.mark.parametrize("mode, kwargs, input_size, hidden_size, batch", CASES)
 def test_fp32_at_tile_sizes_matches_torch(mode, kwargs, input_size, hidden_size, batch, rng):
     """fp32 runs its recurrent products on tiles from 32 rows and its input projection
     from 64 (here every case with batch >= 8), as six bf16 products: still within the
@@ -88,20 +75,25 @@ def test_fp32_at_tile_sizes_matches_torch(mode, kwargs, input_size, hidden_size,
                                atol=ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("tiles", [True, False])
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
 @pytest.mark.parametrize("mode, kwargs, input_size, hidden_size, batch", CASES)
-def test_int8_at_tile_sizes_matches_the_quantized_reference(mode, kwargs, input_size, hidden_size,
-                                                            batch, rng):
+def test_reduced_precisions_at_tile_sizes_match_their_reference(mode, kwargs, input_size, hidden_size,
+                                                                batch, precision, tiles, rng,
+                                                                monkeypatch):
+    """On tiles and (AMX off) on FMAs, which must round h the same way."""
+    monkeypatch.setattr(cython_glue, "_USE_AMX", tiles and cython_glue._USE_AMX)
     torch.manual_seed(int(rng.integers(1 << 30)))
     module = getattr(torch.nn, mode)(input_size, hidden_size, **kwargs)
     state = {key: value.numpy().astype(np.float64) for key, value in module.state_dict().items()}
     steps = 5
     x = rng.normal(size=(steps, batch, input_size)).astype(np.float32)
     lengths = _lengths(rng, batch, steps)
-    layer = getattr(fastlstm, mode).from_torch(module, precision="int8")
-    kernel_mode = mode if mode != "RNN" else ("RNN_RELU" if kwargs.get("nonlinearity") == "relu" else "RNN_TANH")
-    ref = int8_reference(kernel_mode, state, kwargs.get("num_layers", 1), kwargs.get("bidirectional", False),
-                         x, lengths, hidden_size, kwargs.get("proj_size", 0))
-    np.testing.assert_allclose(layer(x, lengths=lengths)[0], ref, atol=ATOL, rtol=0)
+    layer = getattr(fastlstm, mode).from_torch(module, precision=precision)
+    outputs = layer_outputs(mode, input_size, hidden_size, kwargs, state, precision, x, lengths,
+                            layer(x, lengths=lengths)[0])
+    assert_matches_reduced_reference(precision, kernel_mode(mode, kwargs), state, x, lengths, hidden_size,
+                                     outputs, kwargs.get("bidirectional", False), kwargs.get("proj_size", 0))
 
 
 @pytest.mark.skipif(not HAS_AMX, reason="this CPU has no AMX: one path only")

@@ -4,14 +4,14 @@ The references are independent of fastlstm's own conversion code: bf16
 rounding is torch's ``Tensor.to(torch.bfloat16)``; int8 is the symmetric
 per-row formula written out below.  Reduced weights multiply a layer's input x
 as the sum of its two leading bf16 parts (``two_bf16_parts``, 16 significant
-bits), so the references are given that input.  bf16 layers must match PyTorch
-fp32 run on the rounded weights to 1e-5 (only weights and x are reduced; the
-inputs of deeper layers are rounded the same way, a change of at most 2^-17
-relative that the tolerance covers).  int8 layers also
-quantize the recurrent input h per row and step (symmetric, scale max|h|/127),
-so they are checked against ``int8_reference`` below, a float64 loop written
-from those equations, to 1e-5.
+bits) and the recurrent input h reduced per step: bf16 rounds it to bf16, int8
+quantizes it per row (symmetric, scale max|h|/127).  ``reduced_reference`` is a
+float64 loop written from those equations (with ONNX's variant terms), fed
+fastlstm's h of each step before (teacher forcing), checked to 1e-5.  A single step from a zero state reduces nothing but weights and
+x, so cells are also checked against PyTorch fp32 on the rounded weights.
 """
+
+import re
 
 import numpy as np
 import pytest
@@ -23,11 +23,11 @@ from fastlstm.kernels import cython_isa
 from fastlstm.precision import bf16_bits, bf16_to_float32, int8_rows
 
 ATOL = 1e-5  # vs PyTorch fp32 on the same rounded weights
-ISA_ATOL = {"fp32": 1e-6, "bf16": 1e-6,  # AVX-512 vs AVX2 vs baseline kernels
-            # int8 quantizes h every step: a last-bit difference between builds
-            # (the baseline build has no FMA) can move one value across a rounding
-            # boundary of the int8 grid, a change of up to ~max|h|/127 * |w|
-            "int8": 2e-3}
+ISA_ATOL = {"fp32": 1e-6,  # AVX-512 vs AVX2 vs baseline kernels
+            # bf16 rounds and int8 quantizes h every step: a last-bit difference
+            # between builds (the baseline build has no FMA) can move one value across
+            # a rounding boundary, a change of up to ~max|h|/127 * |w| for int8
+            "bf16": 2e-3, "int8": 2e-3}
 
 
 def torch_bf16(weight):
@@ -35,10 +35,12 @@ def torch_bf16(weight):
 
 
 def reference_int8(weight):
-    """Symmetric per-output-row int8: scale = max|row| / 127, q = round(w / scale)."""
-    scale = np.abs(weight).max(axis=1, keepdims=True) / 127.0
+    """Symmetric per-output-row int8 in float32 arithmetic (fp32 scales, so a rounding
+    tie is decided as in float32): scale = max|row| / 127, q = round(w / scale)."""
+    weight = np.asarray(weight, dtype=np.float32)
+    scale = np.abs(weight).max(axis=1, keepdims=True) / np.float32(127)
     scale[scale == 0] = 1.0
-    return np.clip(np.rint(weight / scale), -127, 127) * scale
+    return (np.clip(np.rint(weight / scale), -127, 127) * scale).astype(np.float64)
 
 
 ROUNDERS = {"bf16": torch_bf16, "int8": reference_int8}
@@ -53,68 +55,133 @@ def two_bf16_parts(x):
 
 
 def quantized(h):
-    """h rounded to the int8 grid of its own max: what the int8 recurrent product sees."""
+    """h on the int8 grid of its own max, in float32 arithmetic as specified for the
+    kernels (so a rounding tie is decided the same way): scale = max|h| / 127,
+    q = rint(h * (1 / scale)) clipped to [-127, 127]; q * scale as float64."""
+    h = np.asarray(h, dtype=np.float32)
     peak = np.abs(h).max()
-    scale = peak / 127.0 if peak > 0 else 1.0
-    return np.clip(np.rint(h / scale), -127, 127) * scale
+    scale = peak / np.float32(127) if peak > 0 else np.float32(1)
+    q = np.clip(np.rint(h * (np.float32(1) / scale)), -127, 127)
+    return q.astype(np.float64) * np.float64(scale)
 
 
 def sigmoid(v):
     return 1.0 / (1.0 + np.exp(-v))
 
 
-def int8_step(mode, weights, x, h, c, linear_before_reset=True):
-    """One step of one sequence, float64, with int8-rounded weights and quantized h."""
-    w_ih, w_hh = (reference_int8(weights[k]).astype(np.float64) for k in ("w_ih", "w_hh"))
+def bf16_h(h):
+    """h as the bf16 recurrent product sees it: its float32 value rounded to bf16."""
+    return torch_bf16(np.asarray(h, dtype=np.float32)).astype(np.float64)
+
+
+H_ROUNDERS = {"bf16": bf16_h, "int8": quantized}
+
+
+def reduced_step(precision, mode, weights, x, h, c, peephole=None, coupled_input_forget=False,
+                 clip=None, linear_before_reset=True):
+    """One step of one sequence, float64: weight matrices rounded to ``precision`` and
+    the recurrent product's h reduced per step (H_ROUNDERS).  ONNX's variants:
+    peephole (3, H) rows i, f, o on c; f = 1 - i; pre-activations clipped to
+    [-clip, clip].  The original GRU's r * h and the projection's input stay unrounded."""
+    w_ih, w_hh = (ROUNDERS[precision](weights[k]).astype(np.float64) for k in ("w_ih", "w_hh"))
     gx = w_ih @ x + weights["b_ih"]
-    hq = quantized(h)
+    hr = H_ROUNDERS[precision](h)
     hidden = c.shape[0] if c is not None else h.shape[0]
+
+    def bound(v):
+        return v if clip is None else np.clip(v, -clip, clip)
+
     if mode == "LSTM":
-        g = gx + w_hh @ hq + weights["b_hh"]
-        i, f, gg, o = np.split(g, 4)
-        c = sigmoid(f) * c + sigmoid(i) * np.tanh(gg)
-        full = sigmoid(o) * np.tanh(c)
+        pi, pf, pg, po = np.split(gx + w_hh @ hr + weights["b_hh"], 4)
+        p_i, p_f, p_o = peephole if peephole is not None else np.zeros((3, 1))
+        i = sigmoid(bound(pi + p_i * c))
+        f = 1 - i if coupled_input_forget else sigmoid(bound(pf + p_f * c))
+        c = f * c + i * np.tanh(bound(pg))
+        full = sigmoid(bound(po + p_o * c)) * np.tanh(c)
         if weights.get("w_hr") is not None:
-            return reference_int8(weights["w_hr"]).astype(np.float64) @ full, c
+            return ROUNDERS[precision](weights["w_hr"]).astype(np.float64) @ full, c
         return full, c
     if mode == "GRU":
+        b_hh = np.broadcast_to(weights["b_hh"], (3 * hidden,))
+        gh = w_hh[:2 * hidden] @ hr + b_hh[:2 * hidden]
+        r = sigmoid(bound(gx[:hidden] + gh[:hidden]))
+        z = sigmoid(bound(gx[hidden:2 * hidden] + gh[hidden:]))
         if linear_before_reset:
-            gh = w_hh @ hq + weights["b_hh"]
-            r = sigmoid(gx[:hidden] + gh[:hidden])
-            z = sigmoid(gx[hidden:2 * hidden] + gh[hidden:2 * hidden])
-            n = np.tanh(gx[2 * hidden:] + r * gh[2 * hidden:])
+            pn = gx[2 * hidden:] + r * (w_hh[2 * hidden:] @ hr + b_hh[2 * hidden:])
         else:
-            gh = w_hh[:2 * hidden] @ hq + weights["b_hh"][:2 * hidden]
-            r = sigmoid(gx[:hidden] + gh[:hidden])
-            z = sigmoid(gx[hidden:2 * hidden] + gh[hidden:])
-            n = np.tanh(gx[2 * hidden:] + w_hh[2 * hidden:] @ (r * h) + weights["b_hh"][2 * hidden:])
+            pn = gx[2 * hidden:] + w_hh[2 * hidden:] @ (r * h) + b_hh[2 * hidden:]
+        n = np.tanh(bound(pn))
         return (1 - z) * n + z * h, None
-    pre = gx + w_hh @ hq + weights["b_hh"]
+    pre = bound(gx + w_hh @ hr + weights["b_hh"])
     return (np.maximum(pre, 0) if mode == "RNN_RELU" else np.tanh(pre)), None
 
 
-def int8_reference(mode, state, num_layers, bidirectional, x, lengths, hidden, proj=0, **variant):
-    """out (T, B, D*H_out) of an int8 layer, each sequence run alone (rows are independent)."""
+def reduced_reference(precision, mode, state, x, lengths, hidden, outputs, bidirectional=False,
+                      proj=0, **variant):
+    """Each layer's out (T, B, D*H_out) of a ``precision`` layer (float64 state dict
+    ``state``, x (T, B, I)), each sequence run alone, teacher-forced: ``outputs`` holds
+    the layer's own outputs of every layer (layer l's from a copy of its first l + 1
+    layers, ``layer_outputs``), and the reference's step t takes fastlstm's h of the step
+    before and its layer input.  Rounding h makes a last-bit difference of h jump by a
+    bf16 step (or an int8 one) where it straddles a rounding boundary, and without
+    forcing such a jump would carry on through the rest of the sequence."""
     steps, batch = x.shape[:2]
     directions = ("", "_reverse") if bidirectional else ("",)
     hidden_out = proj or hidden
-    layer_input = x.astype(np.float64)
-    for layer in range(num_layers):
-        layer_input = two_bf16_parts(layer_input.astype(np.float32)).astype(np.float64)
+    layer_input, references = x, []
+    for layer, forced in enumerate(outputs):
+        layer_input = two_bf16_parts(np.asarray(layer_input, np.float32)).astype(np.float64)
         out = np.zeros((steps, batch, len(directions) * hidden_out))
         for d, suffix in enumerate(directions):
             tag = f"_l{layer}{suffix}"
             weights = {"w_ih": state[f"weight_ih{tag}"], "w_hh": state[f"weight_hh{tag}"],
                        "b_ih": state.get(f"bias_ih{tag}", 0.0), "b_hh": state.get(f"bias_hh{tag}", 0.0),
                        "w_hr": state.get(f"weight_hr{tag}")}
+            columns = slice(d * hidden_out, (d + 1) * hidden_out)
             for b in range(batch):
-                h, c = np.zeros(hidden_out), (np.zeros(hidden) if mode == "LSTM" else None)
-                order = range(lengths[b]) if d == 0 else reversed(range(lengths[b]))
-                for t in order:
-                    h, c = int8_step(mode, weights, layer_input[t, b], h, c, **variant)
-                    out[t, b, d * hidden_out:(d + 1) * hidden_out] = h
-        layer_input = out
-    return layer_input
+                c = np.zeros(hidden) if mode == "LSTM" else None
+                order = list(range(lengths[b]) if d == 0 else reversed(range(lengths[b])))
+                for previous, t in zip([None] + order, order):
+                    h = (np.zeros(hidden_out) if previous is None
+                         else forced[previous, b, columns].astype(np.float64))
+                    out[t, b, columns], c = reduced_step(
+                        precision, mode, weights, layer_input[t, b], h, c,
+                        peephole=state.get(f"weight_peephole{tag}"), **variant)
+        references.append(out)
+        layer_input = forced
+    return references
+
+
+def layer_outputs(mode, input_size, hidden_size, kwargs, state, precision, x, lengths, top,
+                  **variant):
+    """fastlstm's outputs (T, B, D*H_out) of every layer on x (T, B, I): layer l's from a
+    layer of l + 1 layers loaded with the first l + 1 layers' weights, the top one
+    ``top`` (the whole layer's)."""
+    num_layers = kwargs.get("num_layers", 1)
+    outputs = []
+    for n in range(1, num_layers):
+        layer = getattr(fastlstm, mode)(input_size, hidden_size, backend="cython", precision=precision,
+                                        **{**kwargs, "num_layers": n, "batch_first": False},
+                                        **variant)
+        layer.load_state_dict({key: value.astype(np.float32) for key, value in state.items()
+                               if int(re.search(r"_l(\d+)", key).group(1)) < n})
+        outputs.append(layer(x, lengths=lengths)[0])
+    return outputs + [top]
+
+
+def assert_matches_reduced_reference(precision, mode, state, x, lengths, hidden, outputs,
+                                     bidirectional=False, proj=0, **variant):
+    references = reduced_reference(precision, mode, state, x, lengths, hidden, outputs,
+                                   bidirectional, proj, **variant)
+    for got, expected in zip(outputs, references):
+        np.testing.assert_allclose(got, expected, atol=ATOL, rtol=0)
+
+
+def kernel_mode(mode, kwargs):
+    """The reference's mode name for a torch module type and its kwargs."""
+    if mode != "RNN":
+        return mode
+    return "RNN_RELU" if kwargs.get("nonlinearity") == "relu" else "RNN_TANH"
 
 
 def rounded_module(module, precision):
@@ -161,59 +228,27 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("precision", ["bf16"])
-@pytest.mark.parametrize("mode, kwargs, input_size, hidden_size", CASES)
-def test_layer_matches_torch_on_rounded_weights(mode, kwargs, input_size, hidden_size, precision, rng):
-    torch.manual_seed(int(rng.integers(1 << 30)))
-    module = getattr(torch.nn, mode)(input_size, hidden_size, **kwargs)
-    batch, steps = 3, 7
-    shape = (batch, steps, input_size) if kwargs.get("batch_first") else (steps, batch, input_size)
-    x = rng.normal(size=shape).astype(np.float32)
-    lengths = np.array([7, 1, 4])
-    with torch.inference_mode():
-        packed = torch.nn.utils.rnn.pack_padded_sequence(
-            torch.from_numpy(two_bf16_parts(x)), torch.from_numpy(lengths),
-            batch_first=bool(kwargs.get("batch_first")),
-            enforce_sorted=False)
-        out, state = rounded_module(module, precision)(packed)
-        out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=bool(kwargs.get("batch_first")),
-                                                        total_length=steps)
-    layer = getattr(fastlstm, mode).from_torch(module, precision=precision)
-    assert layer.precision == precision and layer.backend_name == "cython"
-    got, got_state = layer(x, lengths=lengths)
-    np.testing.assert_allclose(got, out.numpy(), atol=ATOL, rtol=0)
-    for got_part, ref_part in zip(got_state if mode == "LSTM" else (got_state,),
-                                  state if mode == "LSTM" else (state,)):
-        np.testing.assert_allclose(got_part, ref_part.numpy(), atol=ATOL, rtol=0)
+def float64_state(layer):
+    return {key: value.astype(np.float64) for key, value in layer.state_dict().items()}
 
 
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
 @pytest.mark.parametrize("mode, kwargs, input_size, hidden_size", CASES)
-def test_int8_layer_matches_the_quantized_reference(mode, kwargs, input_size, hidden_size, rng):
+def test_layer_matches_the_reduced_reference(mode, kwargs, input_size, hidden_size, precision, rng):
     torch.manual_seed(int(rng.integers(1 << 30)))
     module = getattr(torch.nn, mode)(input_size, hidden_size, **kwargs)
     state = {key: value.numpy().astype(np.float64) for key, value in module.state_dict().items()}
     batch, steps = 3, 7
     x = rng.normal(size=(steps, batch, input_size)).astype(np.float32)
     lengths = np.array([7, 1, 4])
-    layer = getattr(fastlstm, mode).from_torch(module, precision="int8")
+    layer = getattr(fastlstm, mode).from_torch(module, precision=precision)
+    assert layer.precision == precision and layer.backend_name == "cython"
     given = x.transpose(1, 0, 2) if kwargs.get("batch_first") else x
     got = layer(given, lengths=lengths)[0]
     got = got.transpose(1, 0, 2) if kwargs.get("batch_first") else got
-    kernel_mode = mode if mode != "RNN" else ("RNN_RELU" if kwargs.get("nonlinearity") == "relu" else "RNN_TANH")
-    ref = int8_reference(kernel_mode, state, kwargs.get("num_layers", 1), kwargs.get("bidirectional", False),
-                         x, lengths, hidden_size, kwargs.get("proj_size", 0))
-    np.testing.assert_allclose(got, ref, atol=ATOL, rtol=0)
-
-
-def test_int8_original_gru_matches_the_quantized_reference(rng):
-    layer = fastlstm.GRU(17, 37, backend="cython", precision="int8", linear_before_reset=False)
-    layer.load_state_dict({key: rng.uniform(-0.2, 0.2, value.shape).astype(np.float32)
-                           for key, value in layer.state_dict().items()})
-    state = {key: value.astype(np.float64) for key, value in layer.state_dict().items()}
-    x = rng.normal(size=(7, 3, 17)).astype(np.float32)
-    lengths = np.array([3, 7, 5])
-    ref = int8_reference("GRU", state, 1, False, x, lengths, 37, linear_before_reset=False)
-    np.testing.assert_allclose(layer(x, lengths=lengths)[0], ref, atol=ATOL, rtol=0)
+    outputs = layer_outputs(mode, input_size, hidden_size, kwargs, state, precision, x, lengths, got)
+    assert_matches_reduced_reference(precision, kernel_mode(mode, kwargs), state, x, lengths, hidden_size,
+                                     outputs, kwargs.get("bidirectional", False), kwargs.get("proj_size", 0))
 
 
 def test_int8_paths_are_identical(rng, monkeypatch):
@@ -233,42 +268,54 @@ def test_int8_paths_are_identical(rng, monkeypatch):
     np.testing.assert_allclose(alone, fast[:, :1], atol=ISA_ATOL["int8"], rtol=0)
 
 
-@pytest.mark.parametrize("precision", ["bf16"])
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
 @pytest.mark.parametrize("cell_class", ["LSTMCell", "GRUCell", "RNNCell"])
-def test_cell_matches_torch_on_rounded_weights(cell_class, precision, rng):
+def test_cell_matches_the_reduced_reference(cell_class, precision, rng):
     torch.manual_seed(int(rng.integers(1 << 30)))
     module = getattr(torch.nn, cell_class)(17, 37)
     x = rng.normal(size=(3, 17)).astype(np.float32)
-    with torch.inference_mode():
-        ref = rounded_module(module, precision)(torch.from_numpy(two_bf16_parts(x)))
-    got = getattr(fastlstm, cell_class).from_torch(module, precision=precision)(x)
-    for got_part, ref_part in zip(got if cell_class == "LSTMCell" else (got,),
-                                  ref if cell_class == "LSTMCell" else (ref,)):
+    h = rng.uniform(-1, 1, size=(3, 37)).astype(np.float32)
+    c = rng.normal(size=(3, 37)).astype(np.float32)
+    cell = getattr(fastlstm, cell_class).from_torch(module, precision=precision)
+    got = cell(x, (h, c)) if cell_class == "LSTMCell" else cell(x, h)
+    state = {key: value.numpy().astype(np.float64) for key, value in module.state_dict().items()}
+    weights = {"w_ih": state["weight_ih"], "w_hh": state["weight_hh"], "b_ih": state["bias_ih"],
+               "b_hh": state["bias_hh"]}
+    mode = cell_class[:-len("Cell")]
+    for row in range(3):
+        ref = reduced_step(precision, kernel_mode(mode, {}), weights,
+                           two_bf16_parts(x[row]).astype(np.float64), h[row].astype(np.float64),
+                           c[row].astype(np.float64) if mode == "LSTM" else None)
+        for got_part, ref_part in zip(got if mode == "LSTM" else (got,), ref):
+            np.testing.assert_allclose(got_part[row], ref_part, atol=ATOL, rtol=0)
+    with torch.inference_mode():  # from a zero state only the weights and x are reduced
+        zero = rounded_module(module, precision)(torch.from_numpy(two_bf16_parts(x)))
+    got = cell(x)
+    for got_part, ref_part in zip(got if mode == "LSTM" else (got,),
+                                  zero if mode == "LSTM" else (zero,)):
         np.testing.assert_allclose(got_part, ref_part.numpy(), atol=ATOL, rtol=0)
 
 
-@pytest.mark.parametrize("precision", ["bf16"])
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
 @pytest.mark.parametrize("variant", [dict(peephole=True, coupled_input_forget=True, clip=0.4),
-                                     dict(linear_before_reset=False, clip=0.3)])
+                                     dict(linear_before_reset=False, clip=0.3),
+                                     dict(linear_before_reset=False)])
 def test_variants_in_reduced_precision(variant, precision, rng):
-    """The variants' extra terms stay fp32: an fp32 layer loaded with the rounded
-    weights (the fp32 path is checked against onnxruntime elsewhere) must agree."""
+    """The variants' extra terms stay fp32 (reduced_step)."""
     mode = "GRU" if "linear_before_reset" in variant else "LSTM"
-    reduced = getattr(fastlstm, mode)(17, 37, num_layers=2, bidirectional=True, backend="cython",
-                                      precision=precision, **variant)
-    state = {key: (rng.normal(size=value.shape) if key.startswith("weight_peephole")
-                   else rng.uniform(-0.2, 0.2, value.shape)).astype(np.float32)
-             for key, value in reduced.state_dict().items()}
-    reduced.load_state_dict(state)
-    rounded = {key: (ROUNDERS[precision](value).astype(np.float32)
-                     if value.ndim == 2 and not key.startswith("weight_peephole") else value)
-               for key, value in state.items()}
-    reference = getattr(fastlstm, mode)(17, 37, num_layers=2, bidirectional=True, backend="cython",
-                                        **variant).load_state_dict(rounded)
+    layer = getattr(fastlstm, mode)(17, 37, num_layers=2, bidirectional=True, backend="cython",
+                                    precision=precision, **variant)
+    layer.load_state_dict({key: (rng.normal(size=value.shape) if key.startswith("weight_peephole")
+                                 else rng.uniform(-0.2, 0.2, value.shape)).astype(np.float32)
+                           for key, value in layer.state_dict().items()})
     x = rng.normal(size=(7, 3, 17)).astype(np.float32)
     lengths = np.array([2, 7, 5])
-    np.testing.assert_allclose(reduced(x, lengths=lengths)[0],
-                               reference(two_bf16_parts(x), lengths=lengths)[0], atol=ATOL, rtol=0)
+    state = float64_state(layer)
+    outputs = layer_outputs(mode, 17, 37, dict(num_layers=2, bidirectional=True), state, precision, x,
+                            lengths, layer(x, lengths=lengths)[0], **variant)
+    reference_variant = {key: value for key, value in variant.items() if key != "peephole"}
+    assert_matches_reduced_reference(precision, mode, state, x, lengths, 37, outputs, True,
+                                     **reference_variant)
 
 
 def test_with_precision_converts_a_copy(rng):
@@ -302,13 +349,12 @@ def test_load_with_precision(tmp_path, rng):
     module = torch.nn.LSTM(17, 37)
     path = tmp_path / "lstm.pt"
     torch.save(module.state_dict(), path)
-    layer = fastlstm.load(str(path), precision="bf16")
-    assert fastlstm.load(str(path), precision="int8").precision == "int8"
     x = rng.normal(size=(7, 2, 17)).astype(np.float32)
-    with torch.inference_mode():
-        ref = rounded_module(module, "bf16")(torch.from_numpy(two_bf16_parts(x)))[0].numpy()
-    assert layer.precision == "bf16"
-    np.testing.assert_allclose(layer(x)[0], ref, atol=ATOL, rtol=0)
+    state = {key: value.numpy().astype(np.float64) for key, value in module.state_dict().items()}
+    for precision in ("bf16", "int8"):
+        layer = fastlstm.load(str(path), precision=precision)
+        assert layer.precision == precision
+        assert_matches_reduced_reference(precision, "LSTM", state, x, [7, 7], 37, [layer(x)[0]])
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
@@ -330,7 +376,11 @@ def test_portable_kernels_agree_with_the_fastest(precision, rng, monkeypatch):
         monkeypatch.setattr(cython_glue, "_kernels", _module(isa))
         monkeypatch.setattr(cython_glue, "_local", type(cython_glue._local)())
         np.testing.assert_allclose(layer(x, lengths=lengths)[0], best[0], atol=ISA_ATOL[precision], rtol=0)
-        np.testing.assert_allclose(gru(x[..., :17])[0], best[1], atol=ISA_ATOL[precision], rtol=0)
+        got = gru(x[..., :17])[0]
+        np.testing.assert_allclose(got, best[1], atol=ISA_ATOL[precision], rtol=0)
+        if precision != "fp32":  # the build's own rounding of h, to the reference's 1e-5
+            assert_matches_reduced_reference(precision, "GRU", float64_state(gru), x[..., :17],
+                                             [6] * 5, 37, [got], linear_before_reset=False)
 
 
 def _module(isa):
