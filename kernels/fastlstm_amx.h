@@ -257,9 +257,9 @@ static FL_AMX_TARGET void fl_amx_gates(int G, long rows, int int8, const uint8_t
 }
 
 /* gates (16, G*16), stride ldg floats = A . B for one tile of 16 rows of bf16 A (row
- * stride lda bytes, n_chunks * 64 bytes each) and one block's B in pair order.  For a
- * few rows: the caller stacks their FL_AMX_PARTS parts as rows of A and sums them, so
- * every weight tile loaded serves all parts at once.  Tile 4 holds A, 5-7 B. */
+ * stride lda bytes, n_chunks * 64 bytes each) and one block's B in pair order: bf16's
+ * recurrent product at up to 16 rows, which the 2x2-tile pass of fl_amx_gates would
+ * pad to 32.  Tile 4 holds A, 5-7 B. */
 static FL_AMX_TARGET void fl_amx_gates16(int G, const uint8_t *a, long lda, long n_chunks,
                                          const uint8_t *b, float *gates, long ldg)
 {
