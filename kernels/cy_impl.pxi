@@ -231,7 +231,7 @@ ctypedef struct SeqArgs:
     int scratch_threads
     long scratch_stride
     bint quantize           # int8: the recurrent input h quantized per row and step
-    bint round_h            # bf16: the recurrent input h rounded to bf16 per step
+                            # (bf16, s.wt == 1, rounds it to bf16)
     float *q_scratch        # (threads, q_stride) int8's quantized rows and their scales,
                             # bf16's rounded rows (on FMAs)
     long q_stride           # >= B * (K + 1)
@@ -387,7 +387,7 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier, int tid,
     cdef unsigned csr = fl_ftz_enter()
     if slot < s.scratch_threads:
         scratch = s.scratch + slot * s.scratch_stride
-        if s.quantize or s.round_h:
+        if s.quantize or s.wt == 1:
             hq = s.q_scratch + slot * s.q_stride
         if s.quantize:
             hscale = hq + s.batch * s.ldq
@@ -442,7 +442,7 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier, int tid,
             fl_quantize_rows(h_cur, s.ld_state, s.K, n_act, hq, s.ldq, hu8, s.ldu, hscale)
         elif amx_step and a16 != NULL:
             fl_bf16_split_rows(h_cur, s.ld_state, s.K, n_act, a16, a.a16_part, h_parts, a.lda16)
-        elif s.round_h:  # on FMAs: the values the tiles would multiply
+        elif s.wt == 1:  # bf16 on FMAs: h rounded, the values the tiles multiply
             fl_bf16_parts_sum_rows(h_cur, s.ld_state, s.K, n_act, hq, s.ldq, h_parts)
         a.hq = hq
         a.ldq = s.ldq
@@ -967,7 +967,6 @@ def bind_sequence(SequencePlan plan, int mode, float[:, :, ::1] xproj, long xcol
     if scratch is not None and scratch.shape[1] < rows_pad * 4 * FL_U:
         raise ValueError("scratch: expected at least B_pad*64 floats per thread")
     s.quantize = s.wt == 2
-    s.round_h = s.wt == 1
     s.q_scratch = NULL
     s.ldq = s.K
     s.wq = NULL
@@ -979,7 +978,7 @@ def bind_sequence(SequencePlan plan, int mode, float[:, :, ::1] xproj, long xcol
     s.K2p = 0
     s.a16_scratch = NULL
     s.a16_stride = 0
-    if s.quantize or s.round_h:
+    if s.quantize or s.wt == 1:
         if q_scratch is None or q_scratch.shape[1] < s.batch * (s.K + 1) or scratch is None \
                 or q_scratch.shape[0] < scratch.shape[0]:
             raise ValueError("int8, bf16: q_scratch must hold B*(K+1) floats per scratch thread")

@@ -810,7 +810,7 @@ static void fl_block_amx(int mode, long n_rows, const fl_block_args *args, float
     if (args->wq)
         fl_amx_gates(G, rows, 1, args->hu8, args->ldu, 0, 1, args->ldu / 64,
                      (const uint8_t *)args->wq, 1, 0, args->wsum, NULL, scratch, ldg);
-    else if (n_rows <= 16 && args->a16_parts == 1 && args->wp_parts == 1)
+    else if (n_rows <= 16 && args->a16_parts == 1)
         fl_amx_gates16(G, (const uint8_t *)args->a16, args->lda16 * 2, args->K2p / 16,
                        (const uint8_t *)args->wp, scratch, ldg);
     else

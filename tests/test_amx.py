@@ -17,8 +17,8 @@ import torch
 
 import fastlstm
 from fastlstm import cython_glue
-from test_precision import (ATOL, assert_matches_reduced_reference, kernel_mode, layer_outputs,
-                            two_bf16_parts)
+from test_precision import (ATOL, assert_matches_reduced_reference, float64_state, kernel_mode,
+                            layer_outputs, two_bf16_parts)
 
 HAS_AMX = cython_glue._AMX_CPU
 # AMX on and off differ by fp32 rounding of sums taken in another order (fp32 also by
@@ -85,7 +85,7 @@ def test_reduced_precisions_at_tile_sizes_match_their_reference(mode, kwargs, in
     monkeypatch.setattr(cython_glue, "_USE_AMX", tiles and cython_glue._USE_AMX)
     torch.manual_seed(int(rng.integers(1 << 30)))
     module = getattr(torch.nn, mode)(input_size, hidden_size, **kwargs)
-    state = {key: value.numpy().astype(np.float64) for key, value in module.state_dict().items()}
+    state = float64_state(module)
     steps = 5
     x = rng.normal(size=(steps, batch, input_size)).astype(np.float32)
     lengths = _lengths(rng, batch, steps)

@@ -229,7 +229,8 @@ CASES = [
 
 
 def float64_state(layer):
-    return {key: value.astype(np.float64) for key, value in layer.state_dict().items()}
+    """A fastlstm layer's or torch module's state dict as float64 numpy arrays."""
+    return {key: np.asarray(value, dtype=np.float64) for key, value in layer.state_dict().items()}
 
 
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
@@ -237,7 +238,7 @@ def float64_state(layer):
 def test_layer_matches_the_reduced_reference(mode, kwargs, input_size, hidden_size, precision, rng):
     torch.manual_seed(int(rng.integers(1 << 30)))
     module = getattr(torch.nn, mode)(input_size, hidden_size, **kwargs)
-    state = {key: value.numpy().astype(np.float64) for key, value in module.state_dict().items()}
+    state = float64_state(module)
     batch, steps = 3, 7
     x = rng.normal(size=(steps, batch, input_size)).astype(np.float32)
     lengths = np.array([7, 1, 4])
@@ -278,7 +279,7 @@ def test_cell_matches_the_reduced_reference(cell_class, precision, rng):
     c = rng.normal(size=(3, 37)).astype(np.float32)
     cell = getattr(fastlstm, cell_class).from_torch(module, precision=precision)
     got = cell(x, (h, c)) if cell_class == "LSTMCell" else cell(x, h)
-    state = {key: value.numpy().astype(np.float64) for key, value in module.state_dict().items()}
+    state = float64_state(module)
     weights = {"w_ih": state["weight_ih"], "w_hh": state["weight_hh"], "b_ih": state["bias_ih"],
                "b_hh": state["bias_hh"]}
     mode = cell_class[:-len("Cell")]
@@ -350,7 +351,7 @@ def test_load_with_precision(tmp_path, rng):
     path = tmp_path / "lstm.pt"
     torch.save(module.state_dict(), path)
     x = rng.normal(size=(7, 2, 17)).astype(np.float32)
-    state = {key: value.numpy().astype(np.float64) for key, value in module.state_dict().items()}
+    state = float64_state(module)
     for precision in ("bf16", "int8"):
         layer = fastlstm.load(str(path), precision=precision)
         assert layer.precision == precision
