@@ -41,6 +41,11 @@ _USE_VNNI = os.environ.get("FASTLSTM_VNNI", "1") != "0"
 # order only on such CPUs.
 _AMX_CPU = _kernels.cpu_supports_amx()
 _USE_AMX = os.environ.get("FASTLSTM_AMX", "1") != "0"
+# bf16 off the tiles (no AMX, or FASTLSTM_AMX=0) on AVX512-BF16: recurrent products on
+# vdpbf16ps, with w_hh in pair order; FASTLSTM_BF16DP=0 forces the portable path
+# (weights widened to fp32, the same h rounding: results differ by fp32 rounding).
+_BF16DP_CPU = _kernels.cpu_supports_bf16dp()
+_USE_BF16DP = os.environ.get("FASTLSTM_BF16DP", "1") != "0"
 AMX_ROWS, AMX_PARTS, AMX_X_PARTS = _kernels.AMX_ROWS, _kernels.AMX_PARTS, _kernels.AMX_X_PARTS
 
 # Threads pay off once a step does enough work to cover the barrier.  Measured with
@@ -157,7 +162,9 @@ def _tile_weights(blocked, precision, input_weights=False):
     as they are; int8 as bf16 values (input weights only); fp32 as AMX_PARTS bf16 parts
     summing to them, stacked on axis 1 (so 1.5x their bytes more), unless a weight is not
     the sum of its parts (inf, NaN, near float32's limit), when fp32 stays on FMAs.
-    Else None."""
+    bf16 recurrent weights also where vdpbf16ps reads the same order.  Else None."""
+    if precision == "bf16" and not input_weights and _BF16DP_CPU:
+        return _pair_order(blocked)
     if not _AMX_CPU or (precision == "int8" and not input_weights):
         return None
     if precision != "fp32":
@@ -317,11 +324,11 @@ class KernelScratch:
         # int8 quantizes the recurrent product's input (K = H_out) per row, bf16 rounds it
         self.q_scratch = aligned_zeros((threads, batch * (hidden_out + 1)), np.float32)
         self.u8_scratch = aligned_zeros((threads, rows * _round_up(hidden_out, 64)), np.uint8)
-        # bf16 and fp32 on AMX: h split in bf16 parts
+        # bf16 and fp32 on AMX: h split in bf16 parts; bf16 on vdpbf16ps: h rounded
         self.a16_scratch = (aligned_zeros((threads, AMX_PARTS * rows
                                            * _kernels.amx_row_elements(hidden_out)),
                                           np.uint16)
-                            if _AMX_CPU else None)
+                            if _AMX_CPU or _BF16DP_CPU else None)
 
 
 def sequence_plan(mode, xproj, xcol, direction, has_proj, h_state, c_state, h_full, n_active,
@@ -344,7 +351,7 @@ def sequence_plan(mode, xproj, xcol, direction, has_proj, h_state, c_state, h_fu
         scratch.rh[lane], scratch.z[lane], scratch.scratch, direction.scale_hh,
         direction.scale_hr, direction.scale_hn,
         scratch.q_scratch, direction.wq if _USE_VNNI else None, direction.wsum,
-        scratch.u8_scratch, _USE_AMX, direction.wp, scratch.a16_scratch,
+        scratch.u8_scratch, _USE_AMX, _USE_BF16DP, direction.wp, scratch.a16_scratch,
         hidden_size if mode == _kernels.LSTM else 0, row0)
     if projection is not None:
         layer, d, project_scratch = projection
@@ -518,9 +525,9 @@ def run_layers(mode, layers, hidden_size, proj_size, x, h0, c0, lengths):
     n_dirs = len(layers[0].directions)
     hidden_out = proj_size or hidden_size
     weight_bytes = layers[0].w_ih.dtype.itemsize
-    # plans bind the kernel paths in force when they are built (FASTLSTM_AMX, _VNNI)
+    # plans bind the kernel paths in force when they are built (FASTLSTM_AMX, _VNNI, _BF16DP)
     ws = _workspace((mode, reset_before, n_steps, batch, x.shape[2], hidden_size, proj_size, n_dirs,
-                     weight_bytes, _USE_AMX, _USE_VNNI),
+                     weight_bytes, _USE_AMX, _USE_VNNI, _USE_BF16DP),
                     n_steps, batch, x.shape[2], hidden_size, proj_size, n_dirs, gates,
                     mode == "LSTM", reset_before, weight_bytes)
     plans = ws.plans_for(mode, layers, hidden_size, proj_size)

@@ -32,6 +32,7 @@ cdef extern from "fastlstm_simd.h" nogil:
         FL_BF16_H_PARTS
         FL_AMX_F32_MIN_ROWS
         FL_AMX_F32_PROJECT_ROWS
+        FL_BF16DP_MAX_ROWS
     long fl_amx_lda16(long K2p)
     long FL_AMX_PROJECT_A16_ROWS(int w_parts)
     ctypedef struct fl_block_args:
@@ -74,6 +75,8 @@ cdef extern from "fastlstm_simd.h" nogil:
         int a16_parts
     void fl_block(int mode, long n_rows, const fl_block_args *args, float *scratch)
     void fl_block_amx(int mode, long n_rows, const fl_block_args *args, float *scratch)
+    void fl_block_bf16dp(int mode, long n_rows, const fl_block_args *args)
+    int fl_cpu_supports_bf16dp()
     void fl_project_amx(int G, const uint16_t *w_pairs, long K2p, int w_parts, const float *wscale,
                         long n_blocks, long K, const float *bias, const float *x, long ldx,
                         float *out, long ldo, long row0, long row1, uint16_t *a16, float *stage)
@@ -143,6 +146,11 @@ def cpu_supports_avx512():
 def cpu_supports_vnni():
     """True when this module has the AVX512-VNNI int8 path and the CPU runs it."""
     return bool(fl_cpu_supports_vnni())
+
+
+def cpu_supports_bf16dp():
+    """True when this module can multiply bf16 weights with vdpbf16ps (AVX512-BF16)."""
+    return bool(fl_cpu_supports_bf16dp())
 
 
 def cpu_supports_amx():
@@ -243,6 +251,8 @@ ctypedef struct SeqArgs:
     long ldu
     bint amx                # products on AMX tiles: int8 at >= FL_AMX_MIN_ROWS rows, bf16
                             # always, fp32 at >= FL_AMX_F32_MIN_ROWS
+    bint bf16dp             # bf16 off the tiles: products of up to FL_BF16DP_MAX_ROWS rows
+                            # on vdpbf16ps (wp, a16_scratch)
     const uint16_t *wp      # bf16, fp32: w_hh in pair order, or NULL,
                             # (n_blk, wp_parts * K2p, width, 2)
     long K2p
@@ -376,7 +386,8 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier, int tid,
     cdef uint8_t *hu8 = NULL
     cdef uint16_t *a16 = NULL
     cdef bint amx = s.amx and slot < s.scratch_threads
-    cdef bint amx_step
+    cdef bint bf16dp = s.bf16dp and slot < s.scratch_threads
+    cdef bint amx_step, dp_step
     # bf16's recurrent products run on tiles at every row count, int8's from
     # FL_AMX_MIN_ROWS, fp32's from FL_AMX_F32_MIN_ROWS (fastlstm_simd.h has why)
     cdef long amx_min_rows = 1 if s.wt == 1 else (
@@ -408,7 +419,7 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier, int tid,
         u0 = u1
     if amx or _project_on_tiles(s):
         fl_amx_begin()
-    if amx and s.wp != NULL:
+    if (amx or bf16dp) and s.wp != NULL:
         a16 = s.a16_scratch + slot * s.a16_stride
     # One step (and no tiles, which would split x again per block): each block is
     # projected just before its step, so the step reads W_ih and W_hh block by block
@@ -438,9 +449,10 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier, int tid,
         h_cur = s.h_state + (step % 2) * s.batch * s.ld_state
         h_nxt = s.h_state + ((step + 1) % 2) * s.batch * s.ld_state
         amx_step = amx and n_act >= amx_min_rows
+        dp_step = bf16dp and n_act <= FL_BF16DP_MAX_ROWS
         if s.quantize:
             fl_quantize_rows(h_cur, s.ld_state, s.K, n_act, hq, s.ldq, hu8, s.ldu, hscale)
-        elif amx_step and a16 != NULL:
+        elif (amx_step or dp_step) and a16 != NULL:
             fl_bf16_split_rows(h_cur, s.ld_state, s.K, n_act, a16, a.a16_part, h_parts, a.lda16)
         elif s.wt == 1:  # bf16 on FMAs: h rounded, the values the tiles multiply
             fl_bf16_parts_sum_rows(h_cur, s.ld_state, s.K, n_act, hq, s.ldq, h_parts)
@@ -479,6 +491,8 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier, int tid,
             a.wp = s.wp + blk * s.wp_parts * s.K2p * s.width * 2 if a16 != NULL else NULL
             if amx_step:
                 fl_block_amx(s.mode, n_act, &a, scratch)
+            elif dp_step and a16 != NULL:
+                fl_block_bf16dp(s.mode, n_act, &a)
             else:
                 fl_block(s.mode, n_act, &a, scratch)
         # the new-gate and projection products take float inputs
@@ -863,7 +877,7 @@ def bind_sequence(SequencePlan plan, int mode, float[:, :, ::1] xproj, long xcol
                  float[:, ::1] scratch, const float[::1] scale_hh, const float[::1] scale_hr,
                  const float[::1] scale_hn, float[:, ::1] q_scratch=None,
                  const int8_t[:, :, :, ::1] wq=None, const int32_t[:, ::1] wsum=None,
-                 uint8_t[:, ::1] u8_scratch=None, bint amx=False,
+                 uint8_t[:, ::1] u8_scratch=None, bint amx=False, bint bf16dp=False,
                  const uint16_t[:, :, :, ::1] wp=None, uint16_t[:, ::1] a16_scratch=None,
                  long cell_units=0, long row0=0):
     """Bind ``plan`` to one direction of one layer: its weights, state and scratch.
@@ -886,6 +900,9 @@ def bind_sequence(SequencePlan plan, int mode, float[:, :, ::1] xproj, long xcol
     amx                               products on AMX tiles when the CPU has them: int8
                                       (needs wq) at >= 16 rows, bf16 (needs wp) always,
                                       fp32 (needs wp) at >= AMX_F32_MIN_ROWS rows
+    bf16dp                            bf16 off the tiles: products of up to 2 rows on
+                                      vdpbf16ps (needs wp and a16_scratch) when the CPU
+                                      has AVX512-BF16
     wp       (n_blk, Q*K2, G*16, 2) IN  w_hh in pair order, 2*K2 = K rounded up to a
                                       multiple of 32: bf16 (Q = 1), or fp32 as Q = AMX_PARTS
                                       bf16 parts summing to it, each (K2, G*16, 2) (optional)
@@ -996,14 +1013,17 @@ def bind_sequence(SequencePlan plan, int mode, float[:, :, ::1] xproj, long xcol
             s.u8_scratch = &u8_scratch[0, 0]
             s.u8_stride = u8_scratch.shape[1]
             s.amx = amx and fl_amx_usable()
-    if s.wt != 2 and amx and wp is not None and fl_amx_usable():
+    s.bf16dp = False
+    cdef bint tiles = amx and fl_amx_usable()
+    if s.wt != 2 and wp is not None and (tiles or (s.wt == 1 and bf16dp and fl_cpu_supports_bf16dp())):
         s.wp_parts = _tile_parts(s.wt)
         s.K2p = _pairs_k2(wp, s.wt, s.n_blk, s.width, s.K)
         if (s.K2p == 0 or scratch is None or a16_scratch is None
                 or a16_scratch.shape[0] < scratch.shape[0]
                 or a16_scratch.shape[1] < s.wp_parts * rows_pad * fl_amx_lda16(s.K2p)):
             raise ValueError("wp, a16_scratch or scratch do not match w_hh")
-        s.amx = True
+        s.amx = tiles
+        s.bf16dp = not tiles
         s.wp = &wp[0, 0, 0, 0]
         s.a16_scratch = &a16_scratch[0, 0]
         s.a16_stride = a16_scratch.shape[1]

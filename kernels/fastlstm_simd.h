@@ -748,6 +748,122 @@ static void fl_block(int mode, long n_rows, const fl_block_args *args, float *sc
 #undef FL_ROWS
 }
 
+/* bf16 weights on CPUs with AVX512-BF16 and no AMX tiles (Zen 4 and 5, or AMX off):
+ * at up to FL_BF16DP_MAX_ROWS rows, vdpbf16ps multiplies a pair of h values, rounded to
+ * bf16 as on every bf16 path, by a pair of weights in the tiles' pair order (a->wp,
+ * a->a16), 32 products an instruction where the FMA path widens each weight and takes
+ * 16.  The products are exact in fp32 either way, so the two paths differ only in the
+ * order of the fp32 sums.  Measured on this Xeon with AMX off, bf16 LSTM 256/256, 100
+ * steps, 1 thread, median ms, widened vs vdpbf16ps, alternated twice: batch 1
+ * 1.48 vs 1.13-1.22, 2 2.29-2.30 vs 2.05-2.08, 3 2.96-3.07 vs 3.10-3.26, 4 3.70-4.00
+ * vs 3.96-4.05, 8 7.20-7.45 vs 7.75-8.12; lat_small 0.32-0.33 vs 0.28-0.29, gru_med
+ * 1.02-1.04 vs 0.85-0.91.  From 3 rows the widened FMAs, which have two ports here,
+ * keep up; a CPU whose vdpbf16ps has two (Zen 5) may gain at every row count, not
+ * measured. */
+#define FL_BF16DP_MAX_ROWS 2
+#if defined(__AVX512F__)
+#define FL_HAVE_BF16DP 1
+#define FL_BF16DP_TARGET __attribute__((target("avx512f,avx512bw,avx512bf16")))
+
+/* acc[r][g] = sum over pairs k2 of h pair (r, k2) . w pair (k2, g): R rows of h as bf16
+ * (stride ldh elements, pairs adjacent), w (K2, G, 16, 2) bf16 */
+FL_INLINE FL_BF16DP_TARGET void fl_tile_bf16dp_g(const int G, const int R, const uint16_t *w,
+                                                 const uint16_t *h, long ldh, long K2,
+                                                 v16 acc[FL_MAX_ROWS][4])
+{
+    __m512 a[FL_MAX_ROWS][4];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int g = 0; g < G; g++) a[r][g] = _mm512_setzero_ps();
+    long k2 = 0;
+    if (R == 1) {  /* one row: two chains, over even and odd pairs, as fl_tile */
+        __m512 b[4];
+#pragma GCC unroll 4
+        for (int g = 0; g < G; g++) b[g] = _mm512_setzero_ps();
+        for (; k2 + 1 < K2; k2 += 2) {
+            int32_t pairs[2];
+            memcpy(pairs, h + 2 * k2, 8);
+            const __m512bh h0 = (__m512bh)_mm512_set1_epi32(pairs[0]);
+            const __m512bh h1 = (__m512bh)_mm512_set1_epi32(pairs[1]);
+#pragma GCC unroll 4
+            for (int g = 0; g < G; g++) {
+                a[0][g] = _mm512_dpbf16_ps(
+                    a[0][g], h0, (__m512bh)_mm512_loadu_si512(w + (k2 * G + g) * 2 * FL_U));
+                b[g] = _mm512_dpbf16_ps(
+                    b[g], h1, (__m512bh)_mm512_loadu_si512(w + ((k2 + 1) * G + g) * 2 * FL_U));
+            }
+        }
+#pragma GCC unroll 4
+        for (int g = 0; g < G; g++) a[0][g] = _mm512_add_ps(a[0][g], b[g]);
+    }
+    for (; k2 < K2; k2++) {
+        __m512i wv[4];
+#pragma GCC unroll 4
+        for (int g = 0; g < G; g++) wv[g] = _mm512_loadu_si512(w + (k2 * G + g) * 2 * FL_U);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            int32_t pair;
+            memcpy(&pair, h + r * ldh + 2 * k2, 4);
+            const __m512bh hv = (__m512bh)_mm512_set1_epi32(pair);
+#pragma GCC unroll 4
+            for (int g = 0; g < G; g++) a[r][g] = _mm512_dpbf16_ps(a[r][g], hv, (__m512bh)wv[g]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int g = 0; g < G; g++) acc[r][g] = (v16)a[r][g];
+}
+
+static FL_BF16DP_TARGET void fl_tile_bf16dp(int G, int R, const uint16_t *w, const uint16_t *h,
+                                            long ldh, long K2, v16 acc[FL_MAX_ROWS][4])
+{
+    switch (G * 8 + R) {
+#define FL_BF16DP_CASE(GG, RR) \
+    case GG * 8 + RR: fl_tile_bf16dp_g(GG, RR, w, h, ldh, K2, acc); break;
+    FL_BF16DP_CASE(4, 1) FL_BF16DP_CASE(4, 2) FL_BF16DP_CASE(3, 1) FL_BF16DP_CASE(3, 2)
+    FL_BF16DP_CASE(2, 1) FL_BF16DP_CASE(2, 2) FL_BF16DP_CASE(1, 1) FL_BF16DP_CASE(1, 2)
+#undef FL_BF16DP_CASE
+    default: break;
+    }
+}
+
+/* One block's recurrent product on vdpbf16ps, then its pointwise update: n_rows <=
+ * FL_BF16DP_MAX_ROWS rows of h rounded to bf16 in a->a16 (rows of a->lda16), the weights
+ * in a->wp (a->K2p pairs). */
+static FL_BF16DP_TARGET void fl_block_bf16dp(int mode, long n_rows, const fl_block_args *args)
+{
+    const int G = fl_gates(mode);
+    v16 acc[FL_MAX_ROWS][4];
+    fl_prefetch_x(mode, n_rows, args);
+    if (n_rows == 1) {
+        fl_tile_bf16dp(G, 1, args->wp, args->a16, args->lda16, args->K2p, acc);
+        fl_pointwise(mode, 1, args, acc);
+    } else if (n_rows == 2) {
+        fl_tile_bf16dp(G, 2, args->wp, args->a16, args->lda16, args->K2p, acc);
+        fl_pointwise(mode, 2, args, acc);
+    }
+}
+#else
+#define FL_HAVE_BF16DP 0
+/* Never entered: fl_cpu_supports_bf16dp() is 0 in builds without AVX-512. */
+static void fl_block_bf16dp(int mode, long n_rows, const fl_block_args *args)
+{
+    (void)mode; (void)n_rows; (void)args;
+}
+#endif
+
+static inline int fl_cpu_supports_bf16dp(void)
+{
+#if FL_HAVE_BF16DP
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512bf16");
+#else
+    return 0;
+#endif
+}
+
 #include "fastlstm_amx.h"
 
 /* out (N, ldo) = x (N, ldx) @ w_blocks + bias: the input projection.

@@ -234,9 +234,10 @@ def test_fp32_tile_weights_are_parts_that_sum_to_the_weights(rng):
     assert cython_glue._tile_weights(blocked, "fp32") is None
 
 
-def test_tile_order_is_packed_only_where_amx_runs():
+def test_tile_order_is_packed_only_where_amx_or_vdpbf16ps_runs():
     assert cython_glue._kernels.cpu_supports_amx() == HAS_AMX
     for precision in ("fp32", "bf16", "int8"):
         packed = fastlstm.LSTM(17, 37, backend="cython", precision=precision)._layers[0]
         assert (packed.w_ih_pairs is not None) == HAS_AMX
-        assert (packed.directions[0].wp is not None) == (HAS_AMX and precision != "int8")
+        assert (packed.directions[0].wp is not None) == (
+            (HAS_AMX and precision != "int8") or (cython_glue._BF16DP_CPU and precision == "bf16"))
