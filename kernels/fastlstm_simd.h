@@ -93,11 +93,23 @@
  * same with panels of 96 or 128 rows: the products, not the weight reads, bound it. */
 #define FL_AMX_F32_PANEL_ROWS 64
 #define FL_AMX_F32_PROJECT_ROWS 64
+/* bf16 and int8 input projections on AMX take panels of FL_AMX_ROWS rows, or of
+ * FL_AMX_WIDE_PANEL_ROWS when the weights a thread projects with exceed
+ * FL_AMX_WIDE_PANEL_BYTES: every panel streams all of them, from L3 once they
+ * outgrow the L2 (2 MiB here).  Projection alone, 6400 rows, 2 x parts, 1 thread,
+ * best of 7, ms, panels of 32 / 256 rows: K 512 x 32 blocks (2 MiB of bf16
+ * weights) 24.2-25.9 / 18.8-20.6, K 1024 x 16 (2 MiB) 25.3 / 19.6; but K 512 x 16
+ * (1 MiB) 9.4 / 10.8, K 384 x 24 (1.2 MiB) 10.6 / 11.6, K 256 x 32 (1 MiB) 7.9 /
+ * 9.5, K 256 x 16 3.6-3.8 / 4.2-4.8.  Panels of 512 rows: 22.3 on K 512 x 32. */
+#define FL_AMX_WIDE_PANEL_ROWS 256
+#define FL_AMX_WIDE_PANEL_BYTES (3L << 19)
 /* The AMX projection's split x for weights in w_parts bf16 parts: x in as many parts
- * (fp32) or FL_AMX_X_PARTS, panels of FL_AMX_F32_PANEL_ROWS or FL_AMX_ROWS rows; a
- * thread's a16 scratch holds FL_AMX_PROJECT_A16_ROWS of them. */
+ * (fp32) or FL_AMX_X_PARTS, panels of up to FL_AMX_F32_PANEL_ROWS or
+ * FL_AMX_WIDE_PANEL_ROWS rows; a thread's a16 scratch holds FL_AMX_PROJECT_A16_ROWS of
+ * them. */
 #define FL_AMX_PROJECT_X_PARTS(w_parts) ((w_parts) > 1 ? (w_parts) : FL_AMX_X_PARTS)
-#define FL_AMX_PROJECT_PANEL_ROWS(w_parts) ((w_parts) > 1 ? FL_AMX_F32_PANEL_ROWS : FL_AMX_ROWS)
+#define FL_AMX_PROJECT_PANEL_ROWS(w_parts) \
+    ((w_parts) > 1 ? FL_AMX_F32_PANEL_ROWS : FL_AMX_WIDE_PANEL_ROWS)
 #define FL_AMX_PROJECT_A16_ROWS(w_parts) \
     (FL_AMX_PROJECT_X_PARTS(w_parts) * FL_AMX_PROJECT_PANEL_ROWS(w_parts))
 
@@ -948,8 +960,8 @@ static void fl_block_amx(int mode, long n_rows, const fl_block_args *args, float
  * caller now keeps fewer than FL_AMX_F32_PROJECT_ROWS rows on FMAs.  With it and the
  * recurrent products on tiles, LSTM 256/256 batch 64 x 100 steps, 1 thread: 43.2-46.4
  * ms on FMAs -> 37.0; GRU 33.6-35.2 -> 28.9; LSTM 512/512 171.5-177.6 -> 152.
- * Full panels of unscaled (bf16) weights start their tiles from the bias and store them
- * straight into out; the rest go through stage.  Without the stage pass, bf16 256/256,
+ * Whole tile pairs of rows of unscaled (bf16) weights start their tiles from the bias
+ * and store them straight into out; the rest go through stage.  Without the stage pass, bf16 256/256,
  * batch 64 x 100 steps, median ms, builds alternated 6 times: LSTM 1 thread 17.3-17.9
  * -> 16.6-17.4, 2 threads 12.2-12.7 -> 11.2-12.3; GRU 1 thread 12.2 -> 11.5. */
 static void fl_project_amx(int G, const uint16_t *w_pairs, long K2p, int w_parts,
@@ -958,29 +970,35 @@ static void fl_project_amx(int G, const uint16_t *w_pairs, long K2p, int w_parts
                            uint16_t *a16, float *stage)
 {
     const int x_parts = FL_AMX_PROJECT_X_PARTS(w_parts);
-    const long panel = FL_AMX_PROJECT_PANEL_ROWS(w_parts);
-    const long width = (long)G * FL_U, lda = fl_amx_lda16(K2p), part = panel * lda;
+    const long width = (long)G * FL_U, lda = fl_amx_lda16(K2p);
+    const long panel = w_parts > 1 ? FL_AMX_F32_PANEL_ROWS
+                       : n_blocks * K2p * width * 4 > FL_AMX_WIDE_PANEL_BYTES ? FL_AMX_WIDE_PANEL_ROWS
+                       : FL_AMX_ROWS;
+    const long part = panel * lda;
     for (long p0 = row0; p0 < row1; p0 += panel) {
         const long n = row1 - p0 < panel ? row1 - p0 : panel;
         fl_bf16_split_rows(x + p0 * ldx, ldx, K, n, a16, part, x_parts, lda);
         for (long blk = 0; blk < n_blocks; blk++) {
             const uint8_t *w = (const uint8_t *)(w_pairs + blk * w_parts * K2p * width * 2);
-            if (!wscale && n % FL_AMX_ROWS == 0) {
-                fl_amx_gates(G, n, 0, (const uint8_t *)a16, lda * 2, part * 2, x_parts, K2p / 16,
-                             w, w_parts, K2p * width * 4, NULL, bias + blk * width,
+            const long n_direct = wscale ? 0 : n / FL_AMX_ROWS * FL_AMX_ROWS;
+            if (n_direct)
+                fl_amx_gates(G, n_direct, 0, (const uint8_t *)a16, lda * 2, part * 2, x_parts,
+                             K2p / 16, w, w_parts, K2p * width * 4, NULL, bias + blk * width,
                              out + p0 * ldo + blk * width, ldo);
-                continue;
+            /* int8's scales, or the last rows short of a tile pair: FL_AMX_ROWS at a
+             * time through stage (the split rows past n are in a16, not stored) */
+            for (long s0 = n_direct; s0 < n; s0 += FL_AMX_ROWS) {
+                fl_amx_gates(G, FL_AMX_ROWS, 0, (const uint8_t *)(a16 + s0 * lda), lda * 2, part * 2,
+                             x_parts, K2p / 16, w, w_parts, K2p * width * 4, NULL, NULL, stage,
+                             width);
+                for (long r = 0; r < FL_AMX_ROWS && s0 + r < n; r++)
+                    for (long c = 0; c < width; c += FL_U) {
+                        v16 v = v_load(stage + r * width + c);
+                        if (wscale) v *= v_load(wscale + blk * width + c);
+                        v_store(out + (p0 + s0 + r) * ldo + blk * width + c,
+                                v + v_load(bias + blk * width + c));
+                    }
             }
-            /* a last panel short of a tile pair (n < FL_AMX_ROWS), or int8's scales */
-            fl_amx_gates(G, FL_AMX_ROWS, 0, (const uint8_t *)a16, lda * 2, part * 2, x_parts,
-                         K2p / 16, w, w_parts, K2p * width * 4, NULL, NULL, stage, width);
-            for (long r = 0; r < n; r++)
-                for (long c = 0; c < width; c += FL_U) {
-                    v16 v = v_load(stage + r * width + c);
-                    if (wscale) v *= v_load(wscale + blk * width + c);
-                    v_store(out + (p0 + r) * ldo + blk * width + c,
-                            v + v_load(bias + blk * width + c));
-                }
         }
     }
 }

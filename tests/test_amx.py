@@ -241,3 +241,21 @@ def test_tile_order_is_packed_only_where_amx_or_vdpbf16ps_runs():
         assert (packed.w_ih_pairs is not None) == HAS_AMX
         assert (packed.directions[0].wp is not None) == (
             (HAS_AMX and precision != "int8") or (cython_glue._BF16DP_CPU and precision == "bf16"))
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+@pytest.mark.parametrize("mode, input_size, hidden_size", [("LSTM", 640, 320), ("GRU", 640, 512)])
+def test_wide_projection_panels_match_their_reference(mode, input_size, hidden_size, precision, rng):
+    """Input weights of more than 1.5 MiB (here 1.6 and 2.0) are projected in panels of
+    256 rows on AMX; 333 rows end in a panel of 77, which goes through the 32-row stage
+    (int8's scaled panels always do)."""
+    torch.manual_seed(int(rng.integers(1 << 30)))
+    module = getattr(torch.nn, mode)(input_size, hidden_size)
+    state = float64_state(module)
+    x = rng.normal(size=(9, 37, input_size)).astype(np.float32)
+    lengths = _lengths(rng, 37, 9)
+    layer = getattr(fastlstm, mode).from_torch(module, precision=precision)
+    outputs = layer_outputs(mode, input_size, hidden_size, {}, state, precision, x, lengths,
+                            layer(x, lengths=lengths)[0])
+    assert_matches_reduced_reference(precision, kernel_mode(mode, {}), state, x, lengths, hidden_size,
+                                     outputs)
