@@ -510,6 +510,10 @@ FL_INLINE void fl_scale(const int G, const int R, const float *wscale, v16 acc[F
  * fp32; with weights beyond L2 all are bound by the bytes (H=1024: 133 vs 142
  * us/step).  Output error vs fp32 over 100 steps (numpy, lat_med): 4.6e-3 with
  * h quantized, 4.4e-3 without: the weights' rounding dominates. */
+/* fp-contract off: h * inverse is rounded to float before the rounding to an integer,
+ * on every build (an FMA, where the build has one, would round the exact product and
+ * decide a near-tie otherwise than the baseline build). */
+__attribute__((optimize("fp-contract=off")))
 static void fl_quantize_rows(const float *h, long ldh, long K, long rows, float *hq, long ldq,
                              uint8_t *hu8, long ldu, float *hscale)
 {
