@@ -1015,7 +1015,8 @@ def bind_sequence(SequencePlan plan, int mode, float[:, :, ::1] xproj, long xcol
             s.amx = amx and fl_amx_usable()
     s.bf16dp = False
     cdef bint tiles = amx and fl_amx_usable()
-    if s.wt != 2 and wp is not None and (tiles or (s.wt == 1 and bf16dp and fl_cpu_supports_bf16dp())):
+    cdef bint dot = s.wt == 1 and bf16dp and fl_cpu_supports_bf16dp()
+    if s.wt != 2 and wp is not None and (tiles or dot):
         s.wp_parts = _tile_parts(s.wt)
         s.K2p = _pairs_k2(wp, s.wt, s.n_blk, s.width, s.K)
         if (s.K2p == 0 or scratch is None or a16_scratch is None

@@ -223,12 +223,12 @@ FL_INLINE v16 v_select(v16i mask, v16 a, v16 b)  /* mask ? a : b, lane-wise */
  * (1.53-1.62 -> 1.36-1.37 ns a unit, harness, H 256, batch 64, 1 thread) and 8% for GRU
  * (0.99 -> 0.91): two fewer operations in each exp, on a pass bound by its operations
  * (a faster reciprocal, vrcp14ps and a Newton step, changed nothing).  Inputs are
- * clamped to [lo, hi] (v_exp: where 2^n stays a normal number); NaN passes through the
- * clamps and the polynomial as NaN.  With AVX-512 the clamps are vmaxps/vminps (they return their
- * second operand, x, for NaN; vrangeps would clamp in one instruction but turns NaN
- * into the bound) and vscalefps applies 2^n: the same values bit for bit as the
- * shifts (checked over a million floats across the whole range), and the LSTM pass
- * 12-14% faster (harness: batch 64 2.05 -> 1.76 ns a unit). */
+ * clamped to [lo, hi] (v_exp: where 2^n stays a normal number); NaN passes through
+ * the clamps and the polynomial as NaN.  With AVX-512 the clamps are vmaxps/vminps
+ * (they return their second operand, x, for NaN; vrangeps would clamp in one
+ * instruction but turns NaN into the bound) and vscalefps applies 2^n: the same
+ * values bit for bit as the shifts (checked over a million floats across the whole
+ * range), and the LSTM pass 12-14% faster (harness: batch 64 2.05 -> 1.76 ns a unit). */
 FL_INLINE v16 v_exp_within(v16 x, const float lo, const float hi)
 {
 #if defined(__AVX512F__)
@@ -523,10 +523,10 @@ FL_INLINE void fl_scale(const int G, const int R, const float *wscale, v16 acc[F
  * with vpdpbusd against 7.4 us widening int8 weights against float h, 6.5 us
  * fp32; with weights beyond L2 all are bound by the bytes (H=1024: 133 vs 142
  * us/step).  Output error vs fp32 over 100 steps (numpy, lat_med): 4.6e-3 with
- * h quantized, 4.4e-3 without: the weights' rounding dominates. */
-/* fp-contract off: h * inverse is rounded to float before the rounding to an integer,
- * on every build (an FMA, where the build has one, would round the exact product and
- * decide a near-tie otherwise than the baseline build). */
+ * h quantized, 4.4e-3 without: the weights' rounding dominates.  fp-contract off:
+ * h * inverse is rounded to float before the rounding to an integer on every build
+ * (an FMA, where the build has one, would round the exact product and decide a
+ * near-tie otherwise than the baseline build). */
 __attribute__((optimize("fp-contract=off")))
 static void fl_quantize_rows(const float *h, long ldh, long K, long rows, float *hq, long ldq,
                              uint8_t *hu8, long ldu, float *hscale)
@@ -985,9 +985,10 @@ static void fl_block_amx(int mode, long n_rows, const fl_block_args *args, float
  * recurrent products on tiles, LSTM 256/256 batch 64 x 100 steps, 1 thread: 43.2-46.4
  * ms on FMAs -> 37.0; GRU 33.6-35.2 -> 28.9; LSTM 512/512 171.5-177.6 -> 152.
  * Whole tile pairs of rows of unscaled (bf16) weights start their tiles from the bias
- * and store them straight into out; the rest go through stage.  Without the stage pass, bf16 256/256,
- * batch 64 x 100 steps, median ms, builds alternated 6 times: LSTM 1 thread 17.3-17.9
- * -> 16.6-17.4, 2 threads 12.2-12.7 -> 11.2-12.3; GRU 1 thread 12.2 -> 11.5. */
+ * and store them straight into out; the rest go through stage.  Without the stage
+ * pass, bf16 256/256, batch 64 x 100 steps, median ms, builds alternated 6 times:
+ * LSTM 1 thread 17.3-17.9 -> 16.6-17.4, 2 threads 12.2-12.7 -> 11.2-12.3; GRU 1
+ * thread 12.2 -> 11.5. */
 static void fl_project_amx(int G, const uint16_t *w_pairs, long K2p, int w_parts,
                            const float *wscale, long n_blocks, long K, const float *bias,
                            const float *x, long ldx, float *out, long ldo, long row0, long row1,
@@ -995,9 +996,9 @@ static void fl_project_amx(int G, const uint16_t *w_pairs, long K2p, int w_parts
 {
     const int x_parts = FL_AMX_PROJECT_X_PARTS(w_parts);
     const long width = (long)G * FL_U, lda = fl_amx_lda16(K2p);
+    const int wide = n_blocks * K2p * width * 4 > FL_AMX_WIDE_PANEL_BYTES;
     const long panel = w_parts > 1 ? FL_AMX_F32_PANEL_ROWS
-                       : n_blocks * K2p * width * 4 > FL_AMX_WIDE_PANEL_BYTES ? FL_AMX_WIDE_PANEL_ROWS
-                       : FL_AMX_ROWS;
+                       : wide ? FL_AMX_WIDE_PANEL_ROWS : FL_AMX_ROWS;
     const long part = panel * lda;
     for (long p0 = row0; p0 < row1; p0 += panel) {
         const long n = row1 - p0 < panel ? row1 - p0 : panel;
@@ -1012,9 +1013,9 @@ static void fl_project_amx(int G, const uint16_t *w_pairs, long K2p, int w_parts
             /* int8's scales, or the last rows short of a tile pair: FL_AMX_ROWS at a
              * time through stage (the split rows past n are in a16, not stored) */
             for (long s0 = n_direct; s0 < n; s0 += FL_AMX_ROWS) {
-                fl_amx_gates(G, FL_AMX_ROWS, 0, (const uint8_t *)(a16 + s0 * lda), lda * 2, part * 2,
-                             x_parts, K2p / 16, w, w_parts, K2p * width * 4, NULL, NULL, stage,
-                             width);
+                fl_amx_gates(G, FL_AMX_ROWS, 0, (const uint8_t *)(a16 + s0 * lda), lda * 2,
+                             part * 2, x_parts, K2p / 16, w, w_parts, K2p * width * 4, NULL, NULL,
+                             stage, width);
                 for (long r = 0; r < FL_AMX_ROWS && s0 + r < n; r++)
                     for (long c = 0; c < width; c += FL_U) {
                         v16 v = v_load(stage + r * width + c);
