@@ -156,6 +156,21 @@ def test_a_busy_machine_is_called_out():
     assert "shared them" not in quiet
 
 
+def test_other_processes_share_needs_several_clock_ticks(monkeypatch):
+    """/proc/stat counts whole ticks: over microseconds one tick is no share at all;
+    over a longer run the share is at most the whole machine."""
+    import os
+    from fastlstm.benchmarking import command
+    tick = 1 / os.sysconf("SC_CLK_TCK")
+    samples = iter([(0.0, 0.0, 0.0), (1e-5, tick, 0.0), (10.0, 100.0, 0.0), (10.0, 5.0, 1.0)])
+    monkeypatch.setattr(command._OtherProcesses, "_sample", staticmethod(lambda: next(samples)))
+    monkeypatch.setattr(command.os, "cpu_count", lambda: 2)
+    probe = command._OtherProcesses()
+    assert probe.share() is None
+    assert probe.share() == 1.0
+    assert probe.share() == 0.2  # (5 - 1) s busy of others over 10 s x 2 cores
+
+
 def test_timing_warms_up_then_times_the_requested_repeats():
     calls = []
     result = timing.measure(lambda: calls.append(1), repeat=7)

@@ -211,7 +211,11 @@ def _load_average():
 class _OtherProcesses:
     """The share of the machine's cores that other processes used since construction: all
     busy CPU time (/proc/stat) minus this process's and its children's, over wall time x
-    cores.  None where /proc/stat is missing (not Linux)."""
+    cores, at most 1.  None where /proc/stat is missing (not Linux), or when less wall
+    time than MIN_TICKS clock ticks has passed: /proc/stat counts whole ticks, so one
+    tick over a few microseconds would read as a hundred times the machine."""
+
+    MIN_TICKS = 20
 
     def __init__(self):
         self._start = self._sample()
@@ -233,7 +237,9 @@ class _OtherProcesses:
         if self._start is None or end is None or end[0] <= self._start[0]:
             return None
         wall, busy, mine = (b - a for a, b in zip(self._start, end))
-        return round(max(0.0, busy - mine) / (wall * (os.cpu_count() or 1)), 3)
+        if wall < self.MIN_TICKS / os.sysconf("SC_CLK_TCK"):
+            return None
+        return round(min(1.0, max(0.0, busy - mine) / (wall * (os.cpu_count() or 1))), 3)
 
 
 def _payload(args, configs, threads, precisions, records, roofs, skipped, machine, seconds):
