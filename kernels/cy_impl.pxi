@@ -491,7 +491,7 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier, int tid,
             a.wp = s.wp + blk * s.wp_parts * s.K2p * s.width * 2 if a16 != NULL else NULL
             if amx_step:
                 fl_block_amx(s.mode, n_act, &a, scratch)
-            elif dp_step and a16 != NULL:
+            elif dp_step:  # bf16dp binds wp, so a16 is set
                 fl_block_bf16dp(s.mode, n_act, &a)
             else:
                 fl_block(s.mode, n_act, &a, scratch)

@@ -11,8 +11,9 @@ import torch
 
 import fastlstm
 from fastlstm import cython_glue
-from test_precision import (ISA_ATOL, assert_matches_reduced_reference, float64_state, kernel_mode,
-                            layer_outputs, reduced_step, two_bf16_parts, ATOL)
+from test_precision import (ISA_ATOL, assert_cell_step_matches_reduced_step,
+                            assert_matches_reduced_reference, float64_state, kernel_mode,
+                            layer_outputs)
 
 pytestmark = pytest.mark.skipif(not cython_glue._BF16DP_CPU,
                                 reason="this CPU has no AVX512-BF16: the widened path only")
@@ -77,21 +78,7 @@ def test_variants_match_the_bf16_reference(variant, rng, off_tiles):
 
 @pytest.mark.parametrize("cell_class", ["LSTMCell", "GRUCell", "RNNCell"])
 def test_one_row_cells_match_the_bf16_reference(cell_class, rng, off_tiles):
-    torch.manual_seed(int(rng.integers(1 << 30)))
-    module = getattr(torch.nn, cell_class)(17, 129)
-    x = rng.normal(size=(1, 17)).astype(np.float32)
-    h = rng.uniform(-1, 1, size=(1, 129)).astype(np.float32)
-    c = rng.normal(size=(1, 129)).astype(np.float32)
-    cell = getattr(fastlstm, cell_class).from_torch(module, precision="bf16")
-    got = cell(x, (h, c)) if cell_class == "LSTMCell" else cell(x, h)
-    state = float64_state(module)
-    weights = {"w_ih": state["weight_ih"], "w_hh": state["weight_hh"], "b_ih": state["bias_ih"],
-               "b_hh": state["bias_hh"]}
-    mode = cell_class[:-len("Cell")]
-    ref = reduced_step("bf16", kernel_mode(mode, {}), weights, two_bf16_parts(x[0]).astype(np.float64),
-                       h[0].astype(np.float64), c[0].astype(np.float64) if mode == "LSTM" else None)
-    for got_part, ref_part in zip(got if mode == "LSTM" else (got,), ref):
-        np.testing.assert_allclose(got_part[0], ref_part, atol=ATOL, rtol=0)
+    assert_cell_step_matches_reduced_step(cell_class, "bf16", 1, 129, rng)
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -269,26 +269,34 @@ def test_int8_paths_are_identical(rng, monkeypatch):
     np.testing.assert_allclose(alone, fast[:, :1], atol=ISA_ATOL["int8"], rtol=0)
 
 
-@pytest.mark.parametrize("precision", ["bf16", "int8"])
-@pytest.mark.parametrize("cell_class", ["LSTMCell", "GRUCell", "RNNCell"])
-def test_cell_matches_the_reduced_reference(cell_class, precision, rng):
+def assert_cell_step_matches_reduced_step(cell_class, precision, batch, hidden, rng):
+    """One step of a ``precision`` cell (17 inputs, ``hidden`` units, from a torch cell)
+    on ``batch`` rows from a given state, against reduced_step row by row to ATOL.
+    Returns the torch cell, the fastlstm cell, x and the mode for further checks."""
     torch.manual_seed(int(rng.integers(1 << 30)))
-    module = getattr(torch.nn, cell_class)(17, 37)
-    x = rng.normal(size=(3, 17)).astype(np.float32)
-    h = rng.uniform(-1, 1, size=(3, 37)).astype(np.float32)
-    c = rng.normal(size=(3, 37)).astype(np.float32)
+    module = getattr(torch.nn, cell_class)(17, hidden)
+    x = rng.normal(size=(batch, 17)).astype(np.float32)
+    h = rng.uniform(-1, 1, size=(batch, hidden)).astype(np.float32)
+    c = rng.normal(size=(batch, hidden)).astype(np.float32)
     cell = getattr(fastlstm, cell_class).from_torch(module, precision=precision)
     got = cell(x, (h, c)) if cell_class == "LSTMCell" else cell(x, h)
     state = float64_state(module)
     weights = {"w_ih": state["weight_ih"], "w_hh": state["weight_hh"], "b_ih": state["bias_ih"],
                "b_hh": state["bias_hh"]}
     mode = cell_class[:-len("Cell")]
-    for row in range(3):
+    for row in range(batch):
         ref = reduced_step(precision, kernel_mode(mode, {}), weights,
                            two_bf16_parts(x[row]).astype(np.float64), h[row].astype(np.float64),
                            c[row].astype(np.float64) if mode == "LSTM" else None)
         for got_part, ref_part in zip(got if mode == "LSTM" else (got,), ref):
             np.testing.assert_allclose(got_part[row], ref_part, atol=ATOL, rtol=0)
+    return module, cell, x, mode
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+@pytest.mark.parametrize("cell_class", ["LSTMCell", "GRUCell", "RNNCell"])
+def test_cell_matches_the_reduced_reference(cell_class, precision, rng):
+    module, cell, x, mode = assert_cell_step_matches_reduced_step(cell_class, precision, 3, 37, rng)
     with torch.inference_mode():  # from a zero state only the weights and x are reduced
         zero = rounded_module(module, precision)(torch.from_numpy(two_bf16_parts(x)))
     got = cell(x)
