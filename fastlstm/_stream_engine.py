@@ -156,7 +156,8 @@ class _CythonEngine(_Engine):
                 bound_threads = num_threads
             for layer, project_threads, plan, layer_out, next_rows in calls:
                 if project_threads:
-                    glue.project(gates, layer, rows, xproj_rows, project_threads, project_scratch)
+                    glue.project(gates, layer, rows, xproj_rows, project_threads, project_scratch,
+                                 batch)
                     rows = None
                 plan.run(rows, out if layer_out is None else layer_out)  # h stays in pair[0]
                 rows = next_rows

@@ -381,11 +381,12 @@ class ProjectScratch:
         self.stage = aligned_zeros((threads, AMX_ROWS * gates * UNITS), np.float32)
 
 
-def project(gates, layer, x, out, threads, scratch):
-    """out (N, D*n_blk*G*16) = x (N, K) @ layer's input weights + bias, blocked columns;
-    on AMX tiles where the CPU has them and ``scratch`` (a ProjectScratch) is given."""
+def project(gates, layer, x, out, threads, scratch, batch):
+    """out (N, D*n_blk*G*16) = x (N, K) @ layer's input weights + bias, blocked columns,
+    x holding N / batch steps of ``batch`` rows; on AMX tiles where the CPU has them and
+    ``scratch`` (a ProjectScratch) is given."""
     amx = _USE_AMX and layer.w_ih_pairs is not None and scratch is not None
-    _kernels.project(gates, layer.w_ih, layer.bias, x, out, threads, layer.scale_ih,
+    _kernels.project(gates, layer.w_ih, layer.bias, x, out, threads, batch, layer.scale_ih,
                      layer.w_ih_pairs if amx else None, scratch.a16 if amx else None,
                      scratch.stage if amx else None)
 
@@ -539,7 +540,7 @@ def run_layers(mode, layers, hidden_size, proj_size, x, h0, c0, lengths):
     for index, layer in enumerate(layers):
         rows = layer_input.reshape(n_steps * batch, -1)
         if ws.project_threads:
-            project(gates, layer, rows, ws.xproj, ws.project_threads, ws.project)
+            project(gates, layer, rows, ws.xproj, ws.project_threads, ws.project, batch)
             rows = None
         out = np.empty((n_steps, batch, n_dirs * hidden_out), np.float32)
         if ws.layout == "team":

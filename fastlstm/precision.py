@@ -9,7 +9,8 @@
   (max |h| / 127) so the recurrent product is an exact integer sum (vpdpbusd on
   AVX512-VNNI); biases and the cell state stay float32.
 In both, the input projection multiplies x as the sum of its two leading bf16
-parts (16 significant bits; kernels/fastlstm_simd.h, FL_AMX_X_PARTS).
+parts (16 significant bits) in calls of fewer than 16 sequences, and x rounded to
+bf16 (one part, as the peers do) from 16 (kernels/fastlstm_simd.h, FL_X_PARTS).
 Peephole weights, biases and states are float32 in every precision.
 """
 

@@ -347,6 +347,9 @@ class StreamPool:
     the last into its row.  A step gathers the given sessions' rows into one batch, runs
     the kernels once, and scatters the new states back.  Every method takes the pool's
     lock, so threads may share a pool (calls run one at a time).
+    bf16 and int8: a step of 16 or more sessions multiplies x rounded to bf16, a smaller
+    one x in two bf16 parts (README, Precision), so a session's outputs can move by about
+    bf16's error from fp32 with the number of sessions stepped with it.
     """
 
     _MAX_SHAPES = 16  # (T, k) batch shapes whose buffers are kept

@@ -35,6 +35,7 @@ cdef extern from "fastlstm_simd.h" nogil:
         FL_BF16DP_MAX_ROWS
     long fl_amx_lda16(long K2p)
     long FL_AMX_PROJECT_A16_ROWS(int w_parts)
+    int FL_X_PARTS(long step_rows)
     ctypedef struct fl_block_args:
         const void *w
         int wt
@@ -79,7 +80,8 @@ cdef extern from "fastlstm_simd.h" nogil:
     int fl_cpu_supports_bf16dp()
     void fl_project_amx(int G, const uint16_t *w_pairs, long K2p, int w_parts, const float *wscale,
                         long n_blocks, long K, const float *bias, const float *x, long ldx,
-                        float *out, long ldo, long row0, long row1, uint16_t *a16, float *stage)
+                        float *out, long ldo, long row0, long row1, uint16_t *a16, float *stage,
+                        int x_parts)
     void fl_bf16_split_rows(const float *x, long ldx, long K, long rows, uint16_t *out,
                             long part_stride, int n_parts, long lda)
     void fl_bf16_parts_sum_rows(const float *x, long ldx, long K, long rows, float *out, long ldo,
@@ -89,7 +91,7 @@ cdef extern from "fastlstm_simd.h" nogil:
     void fl_amx_end()
     void fl_project_rows(int G, int wt, const void *w_blocks, const float *wscale, long n_blocks,
                          long K, const float *bias, const float *x, long ldx, float *out,
-                         long ldo, long row0, long row1)
+                         long ldo, long row0, long row1, int x_parts)
     void fl_quantize_rows(const float *h, long ldh, long K, long rows, float *hq, long ldq,
                           uint8_t *hu8, long ldu, float *hscale)
     int fl_cpu_supports_vnni()
@@ -174,8 +176,8 @@ def bf16_split(const float[:, ::1] x, uint16_t[:, :, ::1] parts):
 
 def bf16_parts_sum(const float[:, ::1] x, float[:, ::1] out, int n_parts):
     """out (N, K) = the sums of the n_parts bf16 parts of x (N, K) that bf16_split
-    writes: what bf16 and int8 weights multiply in the input projection (n_parts =
-    AMX_X_PARTS)."""
+    writes: what bf16 and int8 weights multiply in the input projection (n_parts: 1
+    from 16 rows a step, else AMX_X_PARTS; see project)."""
     if out.shape[0] != x.shape[0] or out.shape[1] != x.shape[1]:
         raise ValueError(f"bf16_parts_sum: out must be ({x.shape[0]}, {x.shape[1]}), "
                          f"got ({out.shape[0]}, {out.shape[1]})")
@@ -277,6 +279,7 @@ ctypedef struct SeqArgs:
     float *p_stage          # (threads, p_stage_stride) AMX products of one panel
     long p_stage_stride
     int p_scratch_threads   # threads p_a16 and p_stage have rows for
+    int p_x_parts           # bf16, int8: x in FL_X_PARTS(step_rows) bf16 parts
     int first_step_parity   # blocks run backwards at steps of this parity (see the loop)
 
 
@@ -339,10 +342,11 @@ cdef inline long _block_at(long j, long b0, long b1, bint backwards) noexcept no
 cdef void _project_part(int G, int wt, const void *w, const float *wscale, const float *bias,
                        long K, long b0, long b1, const float *x, long ldx, float *out, long ldo,
                        long r0, long r1, const uint16_t *pairs, long K2p, uint16_t *a16,
-                       float *stage) noexcept nogil:
+                       float *stage, int x_parts) noexcept nogil:
     """out rows [r0, r1), columns of blocks [b0, b1) = x @ those blocks' weights + bias: on
     AMX tiles with ``pairs`` (the caller has configured the tiles), else FMAs.  w, wscale,
-    bias, pairs and out point at block 0; ``a16``, ``stage`` are this thread's scratch."""
+    bias, pairs and out point at block 0; ``a16``, ``stage`` are this thread's scratch;
+    bf16 and int8 weights multiply x in ``x_parts`` bf16 parts (FL_X_PARTS)."""
     cdef long width = G * FL_U
     cdef const float *ws = wscale + b0 * width if wscale != NULL else NULL
     cdef int w_parts = _tile_parts(wt)
@@ -355,10 +359,11 @@ cdef void _project_part(int G, int wt, const void *w, const float *wscale, const
         r_tiles = r0 + (r1 - r0) // FL_AMX_ROWS * FL_AMX_ROWS
     if r_tiles > r0:
         fl_project_amx(G, pairs + b0 * w_parts * K2p * width * 2, K2p, w_parts, ws, b1 - b0, K,
-                       bias + b0 * width, x, ldx, out + b0 * width, ldo, r0, r_tiles, a16, stage)
+                       bias + b0 * width, x, ldx, out + b0 * width, ldo, r0, r_tiles, a16, stage,
+                       x_parts)
     if r1 > r_tiles:
         fl_project_rows(G, wt, _weights(wt, w, b0 * K * width), ws, b1 - b0, K,
-                        bias + b0 * width, x, ldx, out + b0 * width, ldo, r_tiles, r1)
+                        bias + b0 * width, x, ldx, out + b0 * width, ldo, r_tiles, r1, x_parts)
 
 
 cdef inline void _project_own_blocks(const SeqArgs *s, long b0, long b1, int slot) noexcept nogil:
@@ -367,7 +372,7 @@ cdef inline void _project_own_blocks(const SeqArgs *s, long b0, long b1, int slo
     _project_part(s.xwidth // FL_U, s.wt, s.p_w, s.p_scale, s.p_bias, s.p_K, b0, b1, s.p_x,
                   s.p_ldx, s.xproj + s.xcol, s.ldx, 0, s.p_rows, s.p_pairs if tiles else NULL,
                   s.p_K2p, s.p_a16 + slot * s.p_a16_stride if tiles else NULL,
-                  s.p_stage + slot * s.p_stage_stride if tiles else NULL)
+                  s.p_stage + slot * s.p_stage_stride if tiles else NULL, s.p_x_parts)
 
 
 cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier, int tid, int n_threads,
@@ -1056,6 +1061,7 @@ def bind_projection(SequencePlan plan, const weight_t[:, :, ::1] w_blocks, const
                                   direction's xproj columns per block; the plan's weight type
     bias, scale (n_blk*X,) IN     bias, and int8 column scales
     w_pairs, a16_scratch, stage   as for ``project``: AMX at >= 16 rows (optional)
+    x is multiplied in ``project``'s parts for steps of the plan's rows.
     """
     cdef SeqArgs *s = &plan.s
     cdef int wt = 0 if weight_t is float else (1 if weight_t is cython.ushort else 2)
@@ -1076,6 +1082,7 @@ def bind_projection(SequencePlan plan, const weight_t[:, :, ::1] w_blocks, const
     s.p_K = w_blocks.shape[1]
     s.p_bias = &bias[0]
     s.p_scale = &scale[0] if scale is not None else NULL
+    s.p_x_parts = FL_X_PARTS(s.step_rows)
     s.p_pairs = NULL
     if w_pairs is not None and fl_amx_usable():
         s.p_K2p = _projection_pairs_k2(w_pairs, wt, s.n_blk, s.xwidth, s.p_K, a16_scratch,
@@ -1094,7 +1101,8 @@ def bind_projection(SequencePlan plan, const weight_t[:, :, ::1] w_blocks, const
 cdef void _project_thread(int G, int wt, const void *w, const float *wscale, long n_blocks, long K,
                           const float *bias, const float *x, long ldx, float *out, long ldo,
                           long n_rows, const uint16_t *w_pairs, long K2p, uint16_t *a16,
-                          long a16_stride, float *stage, long stage_stride) noexcept nogil:
+                          long a16_stride, float *stage, long stage_stride,
+                          int x_parts) noexcept nogil:
     cdef long lo, hi
     cdef int tid = fl_thread_id()
     cdef long tile = FL_AMX_ROWS if w_pairs != NULL else FL_MAX_ROWS
@@ -1108,31 +1116,32 @@ cdef void _project_thread(int G, int wt, const void *w, const float *wscale, lon
     if hi > lo and w_pairs != NULL:
         fl_amx_begin()
         _project_part(G, wt, w, wscale, bias, K, 0, n_blocks, x, ldx, out, ldo, lo, hi, w_pairs,
-                      K2p, a16 + tid * a16_stride, stage + tid * stage_stride)
+                      K2p, a16 + tid * a16_stride, stage + tid * stage_stride, x_parts)
         fl_amx_end()
     elif hi > lo:
         _project_part(G, wt, w, wscale, bias, K, 0, n_blocks, x, ldx, out, ldo, lo, hi, NULL, 0,
-                      NULL, NULL)
+                      NULL, NULL, x_parts)
     fl_ftz_exit(csr)
 
 
 def project(int gates, const weight_t[:, :, ::1] w_blocks, const float[::1] bias,
-            const float[:, ::1] x, float[:, ::1] out, int n_threads,
+            const float[:, ::1] x, float[:, ::1] out, int n_threads, long step_rows,
             const float[::1] scale=None, const uint16_t[:, :, :, ::1] w_pairs=None,
             uint16_t[:, ::1] a16_scratch=None, float[:, ::1] stage=None):
     """out (N, >= n_blocks*G*16) = x (N, K) @ blocked weights (* scale) + bias; out's
-    columns past n_blocks*G*16 are left as they are.
+    columns past n_blocks*G*16 are left as they are.  x holds steps of step_rows rows
+    (the batch; N a multiple of it).
 
     w_blocks (n_blocks, K, G*16) float32, uint16 (bfloat16 bits) or int8 IN;
     bias and scale (int8 column scales) (n_blocks*G*16,) IN; out OUT.
+    bf16 and int8 weights multiply x as the sum of its leading bf16 parts on every path
+    (see bf16_parts_sum): one part from 16 rows a step (FL_X_PARTS), else AMX_X_PARTS.
     With w_pairs (n_blocks, K2, G*16, 2) (the same weights as bfloat16 bits in pair
     order, 2*K2 = K rounded up to a multiple of 32), a16_scratch (threads,
     amx_projection_scratch_rows() * amx_row_elements(K)) and stage (threads, 32*G*16),
     and at least 16 rows on a CPU with AMX, the product runs on AMX tiles with x split in
-    AMX_X_PARTS bf16 parts (fp32 weights: x in AMX_PARTS parts, from
-    FL_AMX_F32_PROJECT_ROWS rows a thread).
-    bf16 and int8 weights multiply x as the sum of those parts on every path (see
-    bf16_parts_sum).
+    those parts (fp32 weights: x in AMX_PARTS parts, from FL_AMX_F32_PROJECT_ROWS rows a
+    thread).
     """
     cdef long n_rows = x.shape[0]
     cdef int wt = 0 if weight_t is float else (1 if weight_t is cython.ushort else 2)
@@ -1147,6 +1156,7 @@ def project(int gates, const weight_t[:, :, ::1] w_blocks, const float[::1] bias
     cdef float *st = NULL
     cdef long K2p = 0, a16_stride = 0, stage_stride = 0
     cdef long columns = n_blocks * gates * FL_U
+    cdef int x_parts = FL_X_PARTS(step_rows)
     if w_blocks.shape[2] != gates * FL_U or x.shape[1] != K:
         raise ValueError(f"project: w_blocks must be (n_blocks, {x.shape[1]}, {gates * FL_U}) "
                          f"for x's {x.shape[1]} columns and {gates} gates, "
@@ -1158,6 +1168,9 @@ def project(int gates, const weight_t[:, :, ::1] w_blocks, const float[::1] bias
                          f"got ({out.shape[0]}, {ldo})")
     if wt == 2 and scale is None:
         raise ValueError("int8 weights need their column scales")
+    if step_rows < 1 or n_rows % step_rows != 0:
+        raise ValueError(f"step_rows: expected a positive divisor of x's {n_rows} rows, "
+                         f"got {step_rows}")
     if w_pairs is not None and n_rows >= FL_AMX_MIN_ROWS and fl_amx_usable():
         K2p = _projection_pairs_k2(w_pairs, wt, n_blocks, gates * FL_U, K, a16_scratch, stage,
                                    n_threads)
@@ -1171,8 +1184,8 @@ def project(int gates, const weight_t[:, :, ::1] w_blocks, const float[::1] bias
     if n_threads <= 1:
         with nogil:
             _project_thread(gates, wt, w, ws, n_blocks, K, b, xp, ldx, op, ldo, n_rows,
-                            pairs, K2p, a16, a16_stride, st, stage_stride)
+                            pairs, K2p, a16, a16_stride, st, stage_stride, x_parts)
     else:
         with nogil, parallel(num_threads=n_threads):
             _project_thread(gates, wt, w, ws, n_blocks, K, b, xp, ldx, op, ldo, n_rows,
-                            pairs, K2p, a16, a16_stride, st, stage_stride)
+                            pairs, K2p, a16, a16_stride, st, stage_stride, x_parts)

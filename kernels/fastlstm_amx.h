@@ -20,7 +20,7 @@
  *
  * Activations are split in bf16 parts (fl_bf16_split_rows) and every part is
  * multiplied: h in FL_AMX_PARTS for fp32 weights (they sum to the float), rounded to
- * bf16 (FL_BF16_H_PARTS) for bf16 weights, and x in FL_AMX_X_PARTS, whose sum the
+ * bf16 (FL_BF16_H_PARTS) for bf16 weights, and x in FL_X_PARTS, whose sum the
  * other paths multiply too (fl_bf16_parts_sum_rows).  So the products are those of
  * the vector paths up to fp32 rounding.  Measured (h and x then in one part against
  * h in three, before x took two parts and h one, fastlstm_simd.h has those) on a bf16

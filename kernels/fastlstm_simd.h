@@ -50,14 +50,20 @@
 #define FL_AMX_MIN_ROWS 16
 /* fp32 weights and activations on AMX: three bf16 parts each (see FL_AMX_F32_MIN_ROWS) */
 #define FL_AMX_PARTS 3
-/* x, the input projection's activations, in two bf16 parts: 16 significant bits, a
- * relative change of at most 2^-17, against the 2^-9 of the weights' rounding.
- * Measured, 1 thread, median ms (AMX), three parts -> two, builds alternated: bf16
- * LSTM 256/256 batch 64 x 100 steps 22.8 -> 17.6-18.4, GRU 15.1 -> 12.2; lat_med bf16
- * 0.667-0.704 -> 0.584-0.586, int8 0.426-0.427 -> 0.355-0.358.  One part (x rounded to
- * bf16, as the peers multiply) raises the error above torch-bf16's on step1 (1.0e-3
- * vs 1.0e-3 in `fastlstm bench --precision bf16`, 7.3e-4 with two). */
+/* x, the input projection's activations of bf16 and int8 weights, in two bf16 parts
+ * (16 significant bits, a relative change of at most 2^-17 against the 2^-9 of the
+ * weights' rounding) below FL_X_ONE_PART_ROWS rows a step, else in one (x rounded to
+ * bf16, as the peers multiply).  Two parts against three: 1 thread, median ms (AMX),
+ * builds alternated: bf16 LSTM 256/256 batch 64 x 100 steps 22.8 -> 17.6-18.4, GRU
+ * 15.1 -> 12.2; lat_med bf16 0.667-0.704 -> 0.584-0.586, int8 0.426-0.427 ->
+ * 0.355-0.358.  One part everywhere raised step1's error to torch-bf16's (1.0e-3 vs
+ * 1.0e-3 in `fastlstm bench --precision bf16`, 7.3e-4 with two), so batches of a few
+ * rows keep two; at batch 64, where the projection's tile products bound the run,
+ * one part took thr_med from 0.81x torch-bf16 to 1.06x, at errors below the peers'
+ * (3.1e-3 vs 3.7e-3).  FL_AMX_X_PARTS is the most parts, which the scratch holds. */
 #define FL_AMX_X_PARTS 2
+#define FL_X_ONE_PART_ROWS 16
+#define FL_X_PARTS(step_rows) ((step_rows) >= FL_X_ONE_PART_ROWS ? 1 : FL_AMX_X_PARTS)
 /* bf16 weights multiply h rounded to bf16 (one part), on every path: the rounding
  * vdpbf16ps and the peers apply.  Against three parts (h exact), bf16 LSTM 256/256
  * batch 64 x 100 steps, 1 thread, median ms, builds alternated twice: 18.4-18.7 ->
@@ -104,7 +110,7 @@
 #define FL_AMX_WIDE_PANEL_ROWS 256
 #define FL_AMX_WIDE_PANEL_BYTES (3L << 19)
 /* The AMX projection's split x for weights in w_parts bf16 parts: x in as many parts
- * (fp32) or FL_AMX_X_PARTS, panels of up to FL_AMX_F32_PANEL_ROWS or
+ * (fp32) or at most FL_AMX_X_PARTS, panels of up to FL_AMX_F32_PANEL_ROWS or
  * FL_AMX_WIDE_PANEL_ROWS rows; a thread's a16 scratch holds FL_AMX_PROJECT_A16_ROWS of
  * them. */
 #define FL_AMX_PROJECT_X_PARTS(w_parts) ((w_parts) > 1 ? (w_parts) : FL_AMX_X_PARTS)
@@ -908,18 +914,18 @@ static inline int fl_cpu_supports_bf16dp(void)
  * Rows [row0, row1) only, so threads can split the rows.  Loop order: panels of
  * rows, then blocks, then K chunks, then tiles of rows, so each block's weights are
  * read once per panel rather than once per tile.
- * bf16 and int8 weights multiply x as the sum of its FL_AMX_X_PARTS leading bf16
- * parts, as the AMX tiles do (fl_bf16_parts_sum_rows), so both paths give the same
+ * bf16 and int8 weights multiply x as the sum of its x_parts leading bf16 parts
+ * (FL_X_PARTS), as the AMX tiles do (fl_bf16_parts_sum_rows), so both paths give the same
  * results up to fp32 rounding.  Their K chunks come before the blocks, so a panel's
  * chunk of x is rounded once for all blocks; fp32 keeps blocks first, which keeps a
  * block's partial sums in L1 between chunks (fp32 6400 x 512 @ 512 x 2048, harness,
  * 1 thread: 186 GFLOP/s blocks first, 160 chunks first). */
 static void fl_project_rows(int G, int wt, const void *w_blocks, const float *wscale, long n_blocks,
                             long K, const float *bias, const float *x, long ldx, float *out,
-                            long ldo, long row0, long row1)
+                            long ldo, long row0, long row1, int x_parts)
 {
     const long width = (long)G * FL_U;
-    float x_parts[wt == FL_F32 ? 1 : FL_PANEL_ROWS * FL_KCHUNK];
+    float x_sum[wt == FL_F32 ? 1 : FL_PANEL_ROWS * FL_KCHUNK];
     for (long p0 = row0; p0 < row1; p0 += FL_PANEL_ROWS) {
         const long p1 = p0 + FL_PANEL_ROWS < row1 ? p0 + FL_PANEL_ROWS : row1;
         if (wt == FL_F32) {
@@ -936,12 +942,12 @@ static void fl_project_rows(int G, int wt, const void *w_blocks, const float *ws
         }
         for (long k0 = 0; k0 < K; k0 += FL_KCHUNK) {
             const long kc = K - k0 < FL_KCHUNK ? K - k0 : FL_KCHUNK;
-            fl_bf16_parts_sum_rows(x + p0 * ldx + k0, ldx, kc, p1 - p0, x_parts, FL_KCHUNK,
-                                   FL_AMX_X_PARTS);
+            fl_bf16_parts_sum_rows(x + p0 * ldx + k0, ldx, kc, p1 - p0, x_sum, FL_KCHUNK,
+                                   x_parts);
             for (long blk = 0; blk < n_blocks; blk++)
                 fl_chunk_product(G, wt, fl_wptr(wt, w_blocks, (blk * K + k0) * width),
                                  wscale ? wscale + blk * width : NULL, bias + blk * width,
-                                 x_parts, FL_KCHUNK, out + p0 * ldo + blk * width, ldo, p1 - p0,
+                                 x_sum, FL_KCHUNK, out + p0 * ldo + blk * width, ldo, p1 - p0,
                                  k0, kc, k0 + kc == K);
         }
     }
@@ -973,8 +979,8 @@ static void fl_block_amx(int mode, long n_rows, const fl_block_args *args, float
 }
 
 /* The input projection on AMX: out rows [row0, row1) = x @ w + bias, x split in
- * FL_AMX_X_PARTS bf16 parts, weights in pair order (n_blocks, K2p, G*16, 2) (bf16, or int8
- * values, exact in bf16, with their column scales wscale).
+ * x_parts bf16 parts (FL_X_PARTS), weights in pair order (n_blocks, K2p, G*16, 2) (bf16,
+ * or int8 values, exact in bf16, with their column scales wscale).
  * a16: FL_AMX_PROJECT_A16_ROWS(w_parts) * fl_amx_lda16(K2p) bf16 and stage:
  * FL_AMX_ROWS * G*16 floats of scratch.
  * fp32 (w_parts = FL_AMX_PARTS: w_pairs holds each block's three parts, (3, K2p, G*16, 2)):
@@ -992,9 +998,9 @@ static void fl_block_amx(int mode, long n_rows, const fl_block_args *args, float
 static void fl_project_amx(int G, const uint16_t *w_pairs, long K2p, int w_parts,
                            const float *wscale, long n_blocks, long K, const float *bias,
                            const float *x, long ldx, float *out, long ldo, long row0, long row1,
-                           uint16_t *a16, float *stage)
+                           uint16_t *a16, float *stage, int x_parts)
 {
-    const int x_parts = FL_AMX_PROJECT_X_PARTS(w_parts);
+    if (w_parts > 1) x_parts = w_parts;
     const long width = (long)G * FL_U, lda = fl_amx_lda16(K2p);
     const int wide = n_blocks * K2p * width * 4 > FL_AMX_WIDE_PANEL_BYTES;
     const long panel = w_parts > 1 ? FL_AMX_F32_PANEL_ROWS
@@ -1037,11 +1043,11 @@ static void fl_block_amx(int mode, long n_rows, const fl_block_args *args, float
 static void fl_project_amx(int G, const uint16_t *w_pairs, long K2p, int w_parts,
                            const float *wscale, long n_blocks, long K, const float *bias,
                            const float *x, long ldx, float *out, long ldo, long row0, long row1,
-                           uint16_t *a16, float *stage)
+                           uint16_t *a16, float *stage, int x_parts)
 {
     (void)G; (void)w_pairs; (void)K2p; (void)w_parts; (void)wscale; (void)n_blocks; (void)K;
     (void)bias; (void)x; (void)ldx; (void)out; (void)ldo; (void)row0; (void)row1; (void)a16;
-    (void)stage;
+    (void)stage; (void)x_parts;
 }
 static void fl_amx_begin(void) {}
 static void fl_amx_end(void) {}

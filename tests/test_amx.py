@@ -190,14 +190,14 @@ def test_project_rejects_pairs_that_do_not_match_the_weights(precision, rng):
     out = np.empty((40, packed.w_ih.shape[0] * packed.w_ih.shape[2]), np.float32)
     scratch = cython_glue.ProjectScratch(37, 4, 1)
     kernels, pairs = cython_glue._kernels, packed.w_ih_pairs
-    kernels.project(4, packed.w_ih, packed.bias, x, out, 1, None, pairs, scratch.a16,
+    kernels.project(4, packed.w_ih, packed.bias, x, out, 1, 40, None, pairs, scratch.a16,
                     scratch.stage)
     for bad_pairs, a16 in [(pairs[:, :-16].copy(), scratch.a16),   # K short of 37
                            (pairs[:, :-1].copy(), scratch.a16),    # not whole parts
                            (np.concatenate([pairs, pairs]), scratch.a16),  # other blocks
                            (pairs, scratch.a16[:, :32].copy())]:   # scratch too small
         with pytest.raises(ValueError, match="w_pairs, a16_scratch or stage do not match"):
-            kernels.project(4, packed.w_ih, packed.bias, x, out, 1, None, bad_pairs, a16,
+            kernels.project(4, packed.w_ih, packed.bias, x, out, 1, 40, None, bad_pairs, a16,
                             scratch.stage)
 
 

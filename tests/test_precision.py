@@ -3,12 +3,14 @@
 The references are independent of fastlstm's own conversion code: bf16
 rounding is torch's ``Tensor.to(torch.bfloat16)``; int8 is the symmetric
 per-row formula written out below.  Reduced weights multiply a layer's input x
-as the sum of its two leading bf16 parts (``two_bf16_parts``, 16 significant
-bits) and the recurrent input h reduced per step: bf16 rounds it to bf16, int8
-quantizes it per row (symmetric, scale max|h|/127).  ``reduced_reference`` is a
-float64 loop written from those equations (with ONNX's variant terms), fed
-fastlstm's h of each step before (teacher forcing), checked to 1e-5.  A single step from a zero state reduces nothing but weights and
-x, so cells are also checked against PyTorch fp32 on the rounded weights.
+rounded to bf16 in calls of 16 or more sequences, else as the sum of its two
+leading bf16 parts (``multiplied_input``), and the recurrent input h reduced per
+step: bf16 rounds it to bf16, int8 quantizes it per row (symmetric, scale
+max|h|/127).  ``reduced_reference`` is a float64 loop written from those
+equations (with ONNX's variant terms), fed fastlstm's h of each step before
+(teacher forcing), checked to 1e-5.  A single step from a zero state reduces
+nothing but weights and x, so cells are also checked against PyTorch fp32 on the
+rounded weights.
 """
 
 import re
@@ -46,12 +48,22 @@ def reference_int8(weight):
 ROUNDERS = {"bf16": torch_bf16, "int8": reference_int8}
 
 
+ONE_PART_BATCH = 16  # the README: x is rounded to bf16 in calls of 16 or more sequences
+
+
 def two_bf16_parts(x):
     """float32 x -> hi + lo with hi = x rounded to bf16 and lo = (x - hi) rounded to
-    bf16: the input values bf16 and int8 weights multiply."""
+    bf16."""
     x = np.asarray(x, dtype=np.float32)
     hi = torch_bf16(x)
     return hi + torch_bf16(x - hi)
+
+
+def multiplied_input(x, batch):
+    """float32 x -> the input values bf16 and int8 weights multiply in a call of ``batch``
+    sequences: x rounded to bf16 from ONE_PART_BATCH sequences, else two_bf16_parts."""
+    x = np.asarray(x, dtype=np.float32)
+    return torch_bf16(x) if batch >= ONE_PART_BATCH else two_bf16_parts(x)
 
 
 def quantized(h):
@@ -130,7 +142,7 @@ def reduced_reference(precision, mode, state, x, lengths, hidden, outputs, bidir
     hidden_out = proj or hidden
     layer_input, references = x, []
     for layer, forced in enumerate(outputs):
-        layer_input = two_bf16_parts(np.asarray(layer_input, np.float32)).astype(np.float64)
+        layer_input = multiplied_input(layer_input, batch).astype(np.float64)
         out = np.zeros((steps, batch, len(directions) * hidden_out))
         for d, suffix in enumerate(directions):
             tag = f"_l{layer}{suffix}"
@@ -286,7 +298,8 @@ def assert_cell_step_matches_reduced_step(cell_class, precision, batch, hidden, 
     mode = cell_class[:-len("Cell")]
     for row in range(batch):
         ref = reduced_step(precision, kernel_mode(mode, {}), weights,
-                           two_bf16_parts(x[row]).astype(np.float64), h[row].astype(np.float64),
+                           multiplied_input(x[row], batch).astype(np.float64),
+                           h[row].astype(np.float64),
                            c[row].astype(np.float64) if mode == "LSTM" else None)
         for got_part, ref_part in zip(got if mode == "LSTM" else (got,), ref):
             np.testing.assert_allclose(got_part[row], ref_part, atol=ATOL, rtol=0)
@@ -298,7 +311,7 @@ def assert_cell_step_matches_reduced_step(cell_class, precision, batch, hidden, 
 def test_cell_matches_the_reduced_reference(cell_class, precision, rng):
     module, cell, x, mode = assert_cell_step_matches_reduced_step(cell_class, precision, 3, 37, rng)
     with torch.inference_mode():  # from a zero state only the weights and x are reduced
-        zero = rounded_module(module, precision)(torch.from_numpy(two_bf16_parts(x)))
+        zero = rounded_module(module, precision)(torch.from_numpy(multiplied_input(x, 3)))
     got = cell(x)
     for got_part, ref_part in zip(got if mode == "LSTM" else (got,),
                                   zero if mode == "LSTM" else (zero,)):

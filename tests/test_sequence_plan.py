@@ -251,7 +251,7 @@ def _bound_halves(rows=(2, 1), row0s=(0, 2), batch=3, n_steps=3, hidden=17, inpu
 def test_batch_halves_side_by_side_equal_torch(rng):
     plans, layer, xproj = _bound_halves()
     x = rng.normal(size=(3, 3, 5)).astype(np.float32)
-    cython_glue.project(4, layer._layers[0], x.reshape(9, 5), xproj.reshape(9, -1), 1, None)
+    cython_glue.project(4, layer._layers[0], x.reshape(9, 5), xproj.reshape(9, -1), 1, None, 3)
     out = np.empty((3, 3, 17), np.float32)
     h_n, c_n = np.empty((1, 3, 17), np.float32), np.empty((1, 3, 17), np.float32)
     cython_glue._kernels.run_side_by_side(*plans, None, out, None, None, h_n, c_n, 0, 0)
@@ -263,22 +263,26 @@ def test_project_checks_shapes_before_the_kernel(rng):
     x = rng.normal(size=(9, 5)).astype(np.float32)
     columns = packed.w_ih.shape[0] * packed.w_ih.shape[2]
     wide = np.full((9, cython_glue.xproj_row_length(columns)), np.nan, np.float32)
-    cython_glue.project(4, packed, x, wide, 1, None)  # extra columns are left alone
+    cython_glue.project(4, packed, x, wide, 1, None, 3)  # extra columns are left alone
     narrow = np.empty((9, columns), np.float32)
-    cython_glue.project(4, packed, x, narrow, 1, None)
+    cython_glue.project(4, packed, x, narrow, 1, None, 3)
     np.testing.assert_array_equal(wide[:, :columns], narrow)
     assert np.isnan(wide[:, columns:]).all()
     kernels = cython_glue._kernels
     with pytest.raises(ValueError, match=rf"out must be \(9, >= {columns}\), got \(9, {columns - 1}\)"):
-        kernels.project(4, packed.w_ih, packed.bias, x, narrow[:, 1:].copy(), 1)
+        kernels.project(4, packed.w_ih, packed.bias, x, narrow[:, 1:].copy(), 1, 3)
     with pytest.raises(ValueError, match=r"out must be \(9, "):
-        kernels.project(4, packed.w_ih, packed.bias, x, narrow[:8], 1)
+        kernels.project(4, packed.w_ih, packed.bias, x, narrow[:8], 1, 3)
     with pytest.raises(ValueError, match="w_blocks must be"):
-        kernels.project(4, packed.w_ih, packed.bias, x[:, :4].copy(), narrow, 1)
+        kernels.project(4, packed.w_ih, packed.bias, x[:, :4].copy(), narrow, 1, 3)
     with pytest.raises(ValueError, match="w_blocks must be"):
-        kernels.project(3, packed.w_ih, packed.bias, x, narrow, 1)
+        kernels.project(3, packed.w_ih, packed.bias, x, narrow, 1, 3)
     with pytest.raises(ValueError, match="bias and scale must be"):
-        kernels.project(4, packed.w_ih, packed.bias[:-1], x, narrow, 1)
+        kernels.project(4, packed.w_ih, packed.bias[:-1], x, narrow, 1, 3)
+    for step_rows in (0, 2, 10):
+        with pytest.raises(ValueError, match=rf"step_rows: expected a positive divisor of x's 9 "
+                                             rf"rows, got {step_rows}"):
+            kernels.project(4, packed.w_ih, packed.bias, x, narrow, 1, step_rows)
 
 
 def test_run_side_by_side_rejects_overlapping_rows():

@@ -97,19 +97,25 @@ def test_variants_chunked(backend, rng, kwargs):
     assert_state_close(stream.state, expected_state, CHUNKED)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("batch", [2, 17])
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
-def test_reduced_precision_chunked(rng, precision):
-    """bf16/int8 weights (Cython backend): the stream runs the same reduced-precision kernels."""
+def test_reduced_precision_chunked(rng, precision, batch, threads, restore_threads):
+    """bf16/int8 weights (Cython backend): the stream runs the same reduced-precision kernels,
+    and multiplies x in the parts of its batch (two below 16 sequences, one from 16) however
+    many rows a chunk has, with the projection run by the steps' threads or (2 threads, a
+    long chunk) apart from them: chunks of 1 to 25 steps."""
     if "cython" not in fastlstm.available_backends():
         pytest.skip("reduced precision runs on the cython backend")
     layer = make_layer("LSTM", "cython", rng, num_layers=2)
     if not hasattr(layer, "with_precision"):
         pytest.skip("this fastlstm has no reduced precision")
     layer = layer.with_precision(precision)
-    x = rng.standard_normal((9, 2, 5)).astype(np.float32)
+    fastlstm.set_num_threads(threads)
+    x = rng.standard_normal((40, batch, 5)).astype(np.float32)
     expected_out, expected_state = whole(layer, x)
-    stream = layer.stream(batch_size=2)
-    got = feed(stream, x, chunks_of([1, 3, 2], 9), 0)
+    stream = layer.stream(batch_size=batch)
+    got = feed(stream, x, chunks_of([1, 3, 25], 40), 0)
     np.testing.assert_allclose(got, expected_out, **CHUNKED)
     assert_state_close(stream.state, expected_state, CHUNKED)
 
