@@ -132,9 +132,12 @@ class _CythonEngine(_Engine):
             layer's output buffer and the next layer's input rows), as run_layers binds them."""
             scratch = glue.KernelScratch(batch, self.hidden_size, hidden_out, num_threads,
                                          self.reset_before)
-            project_scratch = (glue.ProjectScratch(input_size, gates, num_threads)
+            fused = glue.fuses_input(gates, self.layers[0].w_ih.dtype.itemsize, batch)
+            project_scratch = (glue.ProjectScratch(input_size, gates, num_threads,
+                                                   batch if fused else 0)
                                if glue._AMX_CPU else None)
             threads, project_threads = glue.thread_split(step_flops, n_blk, n_steps, batch)
+            project_threads = 0 if fused else project_threads
             calls = []
             for index, layer in enumerate(self.layers):
                 pair = state.pairs[index]
@@ -142,7 +145,7 @@ class _CythonEngine(_Engine):
                     mode, xproj, 0, layer.directions[0], has_proj, pair, state.cells[index],
                     h_full, n_active, False, 0, self.hidden_size, hidden_out, threads,
                     self.variant, scratch,
-                    None if project_threads else (layer, 0, project_scratch))
+                    None if project_threads else (layer, 0, project_scratch), fused=fused)
                 calls.append((layer, project_threads, plan, outs[index], out_rows[index]))
             return calls, project_scratch
 

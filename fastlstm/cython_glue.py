@@ -47,6 +47,12 @@ _USE_AMX = os.environ.get("FASTLSTM_AMX", "1") != "0"
 _BF16DP_CPU = _kernels.cpu_supports_bf16dp()
 _USE_BF16DP = os.environ.get("FASTLSTM_BF16DP", "1") != "0"
 AMX_ROWS, AMX_PARTS, AMX_X_PARTS = _kernels.AMX_ROWS, _kernels.AMX_PARTS, _kernels.AMX_X_PARTS
+# fuses_input from this many sequences a call.  bf16 LSTM 256/256, 100 steps, 1 thread,
+# median ms, fused vs a projection of every step first: batch 32 5.6 vs 5.5, 48 9.4 vs
+# 8.8 (fused pads x's rows to 64 for the tiles), 64 11.1-11.3 vs 12.4-12.7, 80 15.2 vs
+# 17.3, 96 18.2 vs 21.1, 128 22.1 vs 27.1; LSTM 512/512 batch 64 42.0 vs 48.9, 128/128
+# 4.0 vs 5.0, RNN 256 3.6 vs 3.8; 2 threads (batch halves) LSTM 256 6.1 vs 6.3.
+_FUSED_MIN_BATCH = 64
 
 # Threads pay off once a step does enough work to cover the barrier.  Measured with
 # 2 threads vs 1 on an LSTM H/H, batch 1, 100 steps (idle machine, ms): H=48 (18
@@ -333,7 +339,7 @@ class KernelScratch:
 
 def sequence_plan(mode, xproj, xcol, direction, has_proj, h_state, c_state, h_full, n_active,
                   reverse, out_col, hidden_size, hidden_out, threads, variant, scratch,
-                  projection=None, lane=0, row0=0):
+                  projection=None, lane=0, row0=0, fused=False):
     """A kernel ``SequencePlan`` for one direction, bound once: ``plan.run(x, out)``
     (and ``plan.run(x, out, h0, c0, h_n, c_n, state)`` to set and read the state).
     lane: the plan's index into the per-lane parts of ``scratch``; row0: its first row
@@ -341,7 +347,8 @@ def sequence_plan(mode, xproj, xcol, direction, has_proj, h_state, c_state, h_fu
 
     projection: None (the caller fills xproj and runs with x None), or (layer, d,
     ProjectScratch or None): the plan's team also projects x with direction d's input
-    weights of ``layer`` (a CythonLayer), each thread the blocks it runs.
+    weights of ``layer`` (a CythonLayer), each thread the blocks it runs; with ``fused``
+    (see fuses_input) each step multiplies its x in its recurrent product's tiles instead.
     """
     plan = _kernels.SequencePlan()
     _kernels.bind_sequence(
@@ -364,21 +371,32 @@ def sequence_plan(mode, xproj, xcol, direction, has_proj, h_state, c_state, h_fu
             plan, layer.w_ih[blocks], layer.bias[columns],
             None if layer.scale_ih is None else layer.scale_ih[columns],
             layer.w_ih_pairs[blocks] if amx else None,
-            project_scratch.a16 if amx else None, project_scratch.stage if amx else None)
+            project_scratch.a16 if amx else None, project_scratch.stage if amx else None,
+            fused)
     return plan
 
 
 class ProjectScratch:
     """Per-thread scratch of the AMX input projection for inputs of up to k_max
-    columns and G gates: a panel of rows split in bf16 parts (two parts of 32 rows
-    for bf16/int8 weights, three of 64 for fp32: kernels' FL_AMX_PROJECT_A16_ROWS), and
+    columns and G gates: a panel of rows split in bf16 parts (kernels'
+    FL_AMX_PROJECT_A16_ROWS), or the ``batch`` rows of a fused step (fuses_input), and
     its products."""
 
-    def __init__(self, k_max, gates, threads):
+    def __init__(self, k_max, gates, threads, batch=0):
         threads = max(1, threads)
-        self.a16 = aligned_zeros((threads, _kernels.amx_projection_scratch_rows()
-                                  * _kernels.amx_row_elements(k_max)), np.uint16)
+        rows = max(_kernels.amx_projection_scratch_rows(), _round_up(batch, AMX_ROWS))
+        self.a16 = aligned_zeros((threads, rows * _kernels.amx_row_elements(k_max)), np.uint16)
         self.stage = aligned_zeros((threads, AMX_ROWS * gates * UNITS), np.float32)
+
+
+def fuses_input(gates, weight_bytes, batch):
+    """Whether the steps multiply x themselves, in the AMX tiles of their recurrent
+    product (kernels' bind_projection ``fused``), rather than after one input projection
+    of every step: bf16 LSTM and RNN layers on AMX from _FUSED_MIN_BATCH sequences.  The
+    projection's output (T*B rows of G*H floats: 26 MB on thr_med) is then never
+    written nor read back."""
+    return (_AMX_CPU and _USE_AMX and weight_bytes == 2 and gates != GATES["GRU"]
+            and batch >= _FUSED_MIN_BATCH)
 
 
 def project(gates, layer, x, out, threads, scratch, batch):
@@ -442,11 +460,14 @@ class _Workspace:
         self.kernel = KernelScratch(batch, hidden_size, hidden_out, self.threads, reset_before,
                                     [lane.rows for lane in self.lanes])
         lane_flops = 2 * self.lanes[0].rows * hidden_out * n_blk * gates * UNITS
-        # project_threads 0: the steps' teams project (thread_split)
-        self.step_threads, self.project_threads = thread_split(
+        self.fused = fuses_input(gates, weight_bytes, batch)
+        # project_threads 0: the steps' teams project (thread_split), or multiply x (fused)
+        self.step_threads, project_threads = thread_split(
             lane_flops, n_blk, n_steps, batch, 1 if self.layout == "team" else len(self.lanes),
             apart=self.layout == "rows")
-        self.project = (ProjectScratch(max(input_size, n_dirs * hidden_out), gates, self.threads)
+        self.project_threads = 0 if self.fused else project_threads
+        self.project = (ProjectScratch(max(input_size, n_dirs * hidden_out), gates, self.threads,
+                                       batch if self.fused else 0)
                         if _AMX_CPU else None)
         self.plans = {}  # id(packed layers) -> (packed layers, their SequencePlans)
 
@@ -477,7 +498,7 @@ class _Workspace:
                                 lane.d * hidden_out, hidden_size, hidden_out, self.step_threads,
                                 variant, self.kernel,
                                 None if self.project_threads else (layer, lane.d, self.project),
-                                index, lane.row0)
+                                index, lane.row0, self.fused)
                   for index, lane in enumerate(self.lanes)]
                  for layer in layers]
         # plans hold their weights: keep those of at most _CACHED_STACKS layer stacks per

@@ -29,6 +29,7 @@ cdef extern from "fastlstm_simd.h" nogil:
         FL_AMX_MIN_ROWS
         FL_AMX_PARTS
         FL_AMX_X_PARTS
+        FL_X_ONE_PART_ROWS
         FL_BF16_H_PARTS
         FL_AMX_F32_MIN_ROWS
         FL_AMX_F32_PROJECT_ROWS
@@ -74,6 +75,10 @@ cdef extern from "fastlstm_simd.h" nogil:
         long lda16
         long a16_part
         int a16_parts
+        const uint16_t *x16
+        long ldx16
+        long Kx2p
+        const uint16_t *wxp
     void fl_block(int mode, long n_rows, const fl_block_args *args, float *scratch)
     void fl_block_amx(int mode, long n_rows, const fl_block_args *args, float *scratch)
     void fl_block_bf16dp(int mode, long n_rows, const fl_block_args *args)
@@ -280,12 +285,19 @@ ctypedef struct SeqArgs:
     long p_stage_stride
     int p_scratch_threads   # threads p_a16 and p_stage have rows for
     int p_x_parts           # bf16, int8: x in FL_X_PARTS(step_rows) bf16 parts
+    bint fused_x            # bf16 on AMX: each step multiplies its x rows (row0 on) in the
+                            # recurrent product's tiles (p_pairs, p_a16), no xproj
     int first_step_parity   # blocks run backwards at steps of this parity (see the loop)
 
 
 cdef inline void _share(long n, int parts, int part, long *lo, long *hi) noexcept nogil:
     lo[0] = n * part // parts
     hi[0] = n * (part + 1) // parts
+
+
+cdef inline long _round_rows(long n) noexcept nogil:
+    """n rounded up to whole AMX tile pairs (FL_AMX_ROWS rows)."""
+    return (n + FL_AMX_ROWS - 1) // FL_AMX_ROWS * FL_AMX_ROWS
 
 
 cdef inline const void *_weights(int wt, const void *base, long elements) noexcept nogil:
@@ -399,7 +411,7 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier, int tid,
         FL_AMX_MIN_ROWS if s.wt == 2 else FL_AMX_F32_MIN_ROWS)
     # h in as many bf16 parts as the tiles multiply: fp32 three (exact), bf16 rounded
     cdef int h_parts = FL_AMX_PARTS if s.wt == 0 else FL_BF16_H_PARTS
-    cdef long rows_pad = (s.batch + FL_AMX_ROWS - 1) // FL_AMX_ROWS * FL_AMX_ROWS
+    cdef long rows_pad = _round_rows(s.batch)
     cdef unsigned csr = fl_ftz_enter()
     if slot < s.scratch_threads:
         scratch = s.scratch + slot * s.scratch_stride
@@ -429,8 +441,10 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier, int tid,
     # One step (and no tiles, which would split x again per block): each block is
     # projected just before its step, so the step reads W_ih and W_hh block by block
     # (and backwards on alternate calls, below).
-    cdef bint project_per_block = s.p_rows and s.n_steps == 1 and not _project_on_tiles(s)
-    if s.p_rows and not project_per_block:
+    cdef bint project_per_block = (s.p_rows and s.n_steps == 1 and not _project_on_tiles(s)
+                                   and not s.fused_x)
+    cdef uint16_t *x16 = s.p_a16 + slot * s.p_a16_stride if s.fused_x and amx else NULL
+    if s.p_rows and not project_per_block and not s.fused_x:
         _project_own_blocks(s, b0, b1, slot)
     memset(&a, 0, sizeof(a))
     a.wt = s.wt
@@ -444,6 +458,9 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier, int tid,
     a.K2p = s.K2p
     a.wp_parts = s.wp_parts
     a.wp_part = s.K2p * s.width * 2
+    a.x16 = x16
+    a.ldx16 = fl_amx_lda16(s.p_K2p)
+    a.Kx2p = s.p_K2p
     for step in range(s.n_steps):
         t = s.n_steps - 1 - step if s.reverse else step
         n_act = s.n_active[t]
@@ -461,6 +478,9 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier, int tid,
             fl_bf16_split_rows(h_cur, s.ld_state, s.K, n_act, a16, a.a16_part, h_parts, a.lda16)
         elif s.wt == 1:  # bf16 on FMAs: h rounded, the values the tiles multiply
             fl_bf16_parts_sum_rows(h_cur, s.ld_state, s.K, n_act, hq, s.ldq, h_parts)
+        if x16 != NULL:
+            fl_bf16_split_rows(s.p_x + (t * s.step_rows + s.row0) * s.p_ldx, s.p_ldx, s.p_K,
+                               n_act, x16, 0, 1, a.ldx16)
         a.hq = hq
         a.ldq = s.ldq
         a.hscale = hscale
@@ -475,8 +495,13 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier, int tid,
             a.K = s.K
             a.h = h_cur
             a.ldh = s.ld_state
-            a.x = s.xproj + t * s.step_rows * s.ldx + s.xcol + blk * s.xwidth
-            a.ldx = s.ldx
+            if x16 != NULL:  # the tiles add x's product; every row adds the bias
+                a.wxp = s.p_pairs + blk * s.p_K2p * s.xwidth * 2
+                a.x = s.p_bias + blk * s.xwidth
+                a.ldx = 0
+            else:
+                a.x = s.xproj + t * s.step_rows * s.ldx + s.xcol + blk * s.xwidth
+                a.ldx = s.ldx
             a.c = s.c_state + blk * FL_U
             a.ldc = s.ldc
             if s.has_proj:
@@ -643,8 +668,8 @@ cdef class SequencePlan:
             raise ValueError("x: expected the input rows exactly when a projection is bound")
         if x is not None:
             s.p_x = _floats(x, "x", 2, False, shape)
-            if shape[0] != s.n_steps * s.batch or shape[1] != s.p_K:
-                raise ValueError(f"x: expected ({s.n_steps * s.batch}, {s.p_K}) float32, "
+            if shape[0] != s.n_steps * s.step_rows or shape[1] != s.p_K:
+                raise ValueError(f"x: expected ({s.n_steps * s.step_rows}, {s.p_K}) float32, "
                                  f"got {(shape[0], shape[1])}")
             s.p_ldx = shape[1]
             s.p_rows = shape[0]
@@ -797,7 +822,7 @@ cdef class DirectCall:
 
     def bind(self, SequencePlan plan not None, tuple chunk_shape, tuple out_shape, long threads,
              layers):
-        cdef long rows = plan.s.n_steps * plan.s.batch
+        cdef long rows = plan.s.n_steps * plan.s.step_rows
         cdef long held
         cdef int i, last
         if not plan.refs or plan.projection_refs is None:
@@ -862,7 +887,7 @@ cdef class DirectCall:
         s.ldy = self.ldy
         s.p_x = <const float *>cnp.PyArray_DATA(<cnp.ndarray>chunk)
         s.p_ldx = s.p_K
-        s.p_rows = s.n_steps * s.batch
+        s.p_rows = s.n_steps * s.step_rows
         self.busy = True
         try:
             plan._steps(&s)
@@ -982,7 +1007,7 @@ def bind_sequence(SequencePlan plan, int mode, float[:, :, ::1] xproj, long xcol
     s.rh = &rh[0, 0] if rh is not None else NULL
     s.z = &z[0, 0] if z is not None else NULL
     s.ldr = rh.shape[1] if rh is not None else 0
-    cdef long rows_pad = (s.batch + FL_AMX_ROWS - 1) // FL_AMX_ROWS * FL_AMX_ROWS
+    cdef long rows_pad = _round_rows(s.batch)
     s.scratch = &scratch[0, 0] if scratch is not None else NULL
     s.scratch_threads = scratch.shape[0] if scratch is not None else 0
     s.scratch_stride = scratch.shape[1] if scratch is not None else 0
@@ -1054,7 +1079,8 @@ def bind_sequence(SequencePlan plan, int mode, float[:, :, ::1] xproj, long xcol
 
 def bind_projection(SequencePlan plan, const weight_t[:, :, ::1] w_blocks, const float[::1] bias,
                     const float[::1] scale=None, const uint16_t[:, :, :, ::1] w_pairs=None,
-                    uint16_t[:, ::1] a16_scratch=None, float[:, ::1] stage=None):
+                    uint16_t[:, ::1] a16_scratch=None, float[:, ::1] stage=None,
+                    bint fused=False):
     """Have ``plan``'s team run the input projection before the steps (``plan.run(x, out)``).
 
     w_blocks (n_blk, I, X) IN     this direction's input weights, blocked, X = the
@@ -1062,12 +1088,18 @@ def bind_projection(SequencePlan plan, const weight_t[:, :, ::1] w_blocks, const
     bias, scale (n_blk*X,) IN     bias, and int8 column scales
     w_pairs, a16_scratch, stage   as for ``project``: AMX at >= 16 rows (optional)
     x is multiplied in ``project``'s parts for steps of the plan's rows.
+    fused                         bf16 LSTM or RNN on AMX (the plan bound with amx and wp,
+                                  w_pairs given), x in one part: no projection pass; each
+                                  step rounds its rows of x (row0 on, so also a plan of some
+                                  of the rows) to bf16 in a16_scratch, which must hold
+                                  B_pad rows, and multiplies them in the tiles of its
+                                  recurrent product
     """
     cdef SeqArgs *s = &plan.s
     cdef int wt = 0 if weight_t is float else (1 if weight_t is cython.ushort else 2)
     if not plan.refs:
         raise ValueError("bind_projection: bind the sequence first")
-    if s.batch != s.step_rows:
+    if s.batch != s.step_rows and not fused:
         raise ValueError("bind_projection: a plan of some of the rows takes xproj from the caller")
     if wt != s.wt or w_blocks.shape[0] != s.n_blk or w_blocks.shape[2] != s.xwidth:
         raise ValueError(f"w_blocks: expected ({s.n_blk}, I, {s.xwidth}) of the recurrent "
@@ -1095,6 +1127,17 @@ def bind_projection(SequencePlan plan, const weight_t[:, :, ::1] w_blocks, const
         s.p_stage = &stage[0, 0]
         s.p_stage_stride = stage.shape[1]
         s.p_scratch_threads = min(a16_scratch.shape[0], stage.shape[0])
+    s.fused_x = False
+    if fused:
+        if not (wt == 1 and s.amx and s.wp != NULL and s.p_pairs != NULL and s.p_x_parts == 1
+                and s.mode in (FL_LSTM, FL_RNN_TANH, FL_RNN_RELU)):
+            raise ValueError("bind_projection: fused needs bf16 LSTM or RNN plans on AMX tiles "
+                             f"(pair-order weights given) of >= {FL_X_ONE_PART_ROWS} rows a step")
+        if a16_scratch.shape[1] < _round_rows(s.batch) * fl_amx_lda16(s.p_K2p):
+            raise ValueError(f"a16_scratch: expected >= {_round_rows(s.batch)} rows of "
+                             f"{fl_amx_lda16(s.p_K2p)} per thread for fused, got "
+                             f"{a16_scratch.shape[1]} elements")
+        s.fused_x = True
     plan.projection_refs = [w_blocks, bias, scale, w_pairs, a16_scratch, stage]
 
 

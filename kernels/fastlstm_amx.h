@@ -190,6 +190,45 @@ static FL_AMX_TARGET void fl_amx_end(void) { _tile_release(); }
 #define FL_AMX_DP(int8, c, x, y) \
     do { if (int8) _tile_dpbusd(c, x, y); else _tile_dpbf16ps(c, x, y); } while (0)
 
+/* Tiles 0-3 (row tiles a, a + 16 rows x gates g, g + 1 of G) += the products of
+ * n_chunks chunks of K: A_p (row stride lda bytes, part p at a + p * part bytes) .
+ * B_q (bg: the gate pair's columns of (n_chunks * 16, G*16, 4 bytes), part q at
+ * bg + q * b_part bytes) for p + q < parts.  ``pair`` 0: gate g alone (tiles 0, 2). */
+FL_INLINE FL_AMX_TARGET void fl_amx_accumulate(int int8, int pair, const uint8_t *a, long lda,
+                                               long part, int parts, long n_chunks,
+                                               const uint8_t *bg, int b_parts, long b_part,
+                                               long ldb)
+{
+    for (long k = 0; k < n_chunks; k++)
+        for (int q = 0; q < b_parts; q++) {
+            const uint8_t *bk = bg + q * b_part + k * 16 * ldb;
+            _tile_loadd(6, bk, ldb);
+            if (pair) _tile_loadd(7, bk + 64, ldb);
+            for (int p = 0; p + q < parts; p++) {
+                const uint8_t *ak = a + p * part + k * 64;
+                _tile_loadd(4, ak, lda);
+                _tile_loadd(5, ak + 16 * lda, lda);
+                FL_AMX_DP(int8, 0, 4, 6);
+                FL_AMX_DP(int8, 2, 5, 6);
+                if (pair) {
+                    FL_AMX_DP(int8, 1, 4, 7);
+                    FL_AMX_DP(int8, 3, 5, 7);
+                }
+            }
+        }
+}
+
+/* Tiles 0-3 (see fl_amx_accumulate) to o (32 rows, stride ldg_bytes) */
+FL_INLINE FL_AMX_TARGET void fl_amx_store(int pair, float *o, long ldg_bytes)
+{
+    _tile_stored(0, o, ldg_bytes);
+    _tile_stored(2, (uint8_t *)o + 16 * ldg_bytes, ldg_bytes);
+    if (pair) {
+        _tile_stored(1, o + FL_U, ldg_bytes);
+        _tile_stored(3, (uint8_t *)(o + FL_U) + 16 * ldg_bytes, ldg_bytes);
+    }
+}
+
 /* gates (rows, G*16), stride ldg floats = sum over parts p of A and q of B with
  * p + q < parts of A_p . B_q, one block.
  * A_p: rows of n_chunks * 64 bytes, row stride lda bytes, part p at a + p * part
@@ -206,11 +245,10 @@ static FL_AMX_TARGET void fl_amx_gates(int G, long rows, int int8, const uint8_t
                                        int b_parts, long b_part, const int32_t *wsum,
                                        const float *bias, float *gates, long ldg)
 {
-    const long width = (long)G * FL_U, ldb = width * 4, chunk = 16 * ldb, ldg_bytes = ldg * 4;
+    const long width = (long)G * FL_U, ldb = width * 4;
     for (long r0 = 0; r0 < rows; r0 += FL_AMX_ROWS) {
         for (int g = 0; g < G; g += 2) {
             const int pair = g + 1 < G;
-            const uint8_t *bg = b + g * 64;
             if (bias) {  /* stride 0: every row of the tile starts as the bias */
                 _tile_loadd(0, bias + g * FL_U, 0);
                 _tile_loadd(2, bias + g * FL_U, 0);
@@ -219,30 +257,9 @@ static FL_AMX_TARGET void fl_amx_gates(int G, long rows, int int8, const uint8_t
             } else {
                 _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
             }
-            for (long k = 0; k < n_chunks; k++)
-                for (int q = 0; q < b_parts; q++) {
-                    const uint8_t *bk = bg + q * b_part + k * chunk;
-                    _tile_loadd(6, bk, ldb);
-                    if (pair) _tile_loadd(7, bk + 64, ldb);
-                    for (int p = 0; p + q < parts; p++) {
-                        const uint8_t *ak = a + p * part + r0 * lda + k * 64;
-                        _tile_loadd(4, ak, lda);
-                        _tile_loadd(5, ak + 16 * lda, lda);
-                        FL_AMX_DP(int8, 0, 4, 6);
-                        FL_AMX_DP(int8, 2, 5, 6);
-                        if (pair) {
-                            FL_AMX_DP(int8, 1, 4, 7);
-                            FL_AMX_DP(int8, 3, 5, 7);
-                        }
-                    }
-                }
-            float *o = gates + r0 * ldg + g * FL_U;
-            _tile_stored(0, o, ldg_bytes);
-            _tile_stored(2, o + 16 * ldg, ldg_bytes);
-            if (pair) {
-                _tile_stored(1, o + FL_U, ldg_bytes);
-                _tile_stored(3, o + 16 * ldg + FL_U, ldg_bytes);
-            }
+            fl_amx_accumulate(int8, pair, a + r0 * lda, lda, part, parts, n_chunks, b + g * 64,
+                              b_parts, b_part, ldb);
+            fl_amx_store(pair, gates + r0 * ldg + g * FL_U, ldg * 4);
         }
         if (!int8) continue;
         for (long r = r0; r < r0 + FL_AMX_ROWS; r++)
@@ -254,6 +271,27 @@ static FL_AMX_TARGET void fl_amx_gates(int G, long rows, int int8, const uint8_t
                 v_store(row, __builtin_convertvector(sums - (offset << 7), v16));
             }
     }
+}
+
+/* gates (rows, G*16), stride ldg floats = X . Wx + H . Wh, one block of bf16 weights:
+ * a step's input product taken in the tiles of its recurrent product, so the input
+ * projection is never stored.  X, H: bf16 rows (strides ldx, ldh bytes) of x_chunks,
+ * h_chunks * 64 bytes; Wx, Wh: the block's weights in pair order.  rows: a multiple
+ * of FL_AMX_ROWS. */
+static FL_AMX_TARGET void fl_amx_gates_xh(int G, long rows, const uint8_t *x, long ldx,
+                                          long x_chunks, const uint8_t *wx, const uint8_t *h,
+                                          long ldh, long h_chunks, const uint8_t *wh,
+                                          float *gates, long ldg)
+{
+    const long ldb = (long)G * FL_U * 4;
+    for (long r0 = 0; r0 < rows; r0 += FL_AMX_ROWS)
+        for (int g = 0; g < G; g += 2) {
+            const int pair = g + 1 < G;
+            _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+            fl_amx_accumulate(0, pair, x + r0 * ldx, ldx, 0, 1, x_chunks, wx + g * 64, 1, 0, ldb);
+            fl_amx_accumulate(0, pair, h + r0 * ldh, ldh, 0, 1, h_chunks, wh + g * 64, 1, 0, ldb);
+            fl_amx_store(pair, gates + r0 * ldg + g * FL_U, ldg * 4);
+        }
 }
 
 /* gates (16, G*16), stride ldg floats = A . B for one tile of 16 rows of bf16 A (row

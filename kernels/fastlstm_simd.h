@@ -381,6 +381,12 @@ typedef struct {
     long lda16;
     long a16_part;       /* elements from one part to the next */
     int a16_parts;
+    /* bf16 on AMX, the input product in the step's tiles (fl_amx_gates_xh): x rounded
+     * to bf16 and this block's input weights in pair order; x then holds the bias */
+    const uint16_t *x16; /* (rows, ldx16) this step's x, or NULL */
+    long ldx16;
+    long Kx2p;
+    const uint16_t *wxp; /* (Kx2p, G, 16, 2) */
 } fl_block_args;
 
 /* The pointwise half of a block: gate pre-activations acc -> new state. */
@@ -958,12 +964,21 @@ static void fl_project_rows(int G, int wt, const void *w_blocks, const float *ws
  * to FL_AMX_ROWS; G*16 columns), then the pointwise update of n_rows rows.  int8 takes
  * h quantized (a->hu8, a->wq); bf16 and fp32 take h split in bf16 parts (a->a16) and
  * the weights in pair order (a->wp, fp32's in three parts).  One tile of 16 rows serves
- * bf16 (one part) up to 16 rows, whose 2x2-tile pass would load the weights for 32. */
+ * bf16 (one part) up to 16 rows, whose 2x2-tile pass would load the weights for 32.
+ * With a->x16 (bf16) the step's input product joins the recurrent one in the tiles
+ * (fl_amx_gates_xh) at every row count. */
 static void fl_block_amx(int mode, long n_rows, const fl_block_args *args, float *scratch)
 {
     const int G = fl_gates(mode);
     const long ldg = (long)G * FL_U;
     const long rows = (n_rows + FL_AMX_ROWS - 1) / FL_AMX_ROWS * FL_AMX_ROWS;
+    if (args->x16) {
+        fl_amx_gates_xh(G, rows, (const uint8_t *)args->x16, args->ldx16 * 2, args->Kx2p / 16,
+                        (const uint8_t *)args->wxp, (const uint8_t *)args->a16, args->lda16 * 2,
+                        args->K2p / 16, (const uint8_t *)args->wp, scratch, ldg);
+        fl_pointwise_from(mode, n_rows, args, scratch);
+        return;
+    }
     fl_prefetch_x(mode, n_rows, args);
     if (args->wq)
         fl_amx_gates(G, rows, 1, args->hu8, args->ldu, 0, 1, args->ldu / 64,

@@ -259,3 +259,39 @@ def test_wide_projection_panels_match_their_reference(mode, input_size, hidden_s
                             layer(x, lengths=lengths)[0])
     assert_matches_reduced_reference(precision, kernel_mode(mode, {}), state, x, lengths, hidden_size,
                                      outputs)
+
+
+def _workspace_fused(batch):
+    """Whether this thread's last layer call of ``batch`` rows multiplied x in its steps."""
+    return any(workspace.fused for key, workspace in cython_glue._local.workspaces.items()
+               if key[3] == batch)
+
+
+@pytest.mark.parametrize("mode, kwargs, input_size, hidden_size, batch", [
+    ("LSTM", {}, 37, 17, 65),
+    ("LSTM", dict(proj_size=5, num_layers=2), 17, 37, 67),
+    ("LSTM", dict(bidirectional=True), 129, 3, 64),
+    ("LSTM", dict(peephole=True, coupled_input_forget=True, clip=0.4), 3, 37, 129),
+    ("RNN", dict(nonlinearity="relu"), 17, 129, 65),
+    ("RNN", {}, 1, 37, 97),
+])
+def test_steps_multiplying_x_match_their_reference(mode, kwargs, input_size, hidden_size, batch,
+                                                   rng):
+    """bf16 LSTM and RNN from 64 sequences on AMX: each step multiplies its x (rounded to
+    bf16) in the tiles of its recurrent product, no projection pass first; odd sizes,
+    lengths that drop the running rows below 16, the ONNX variants."""
+    layer = getattr(fastlstm, mode)(input_size, hidden_size, backend="cython", precision="bf16",
+                                    **kwargs)
+    layer.load_state_dict({key: (rng.normal(size=value.shape) if key.startswith("weight_peephole")
+                                 else rng.uniform(-0.3, 0.3, value.shape)).astype(np.float32)
+                           for key, value in layer.state_dict().items()})
+    x = rng.normal(size=(7, batch, input_size)).astype(np.float32)
+    lengths = _lengths(rng, batch, 7)
+    got = layer(x, lengths=lengths)[0]
+    assert _workspace_fused(batch) == HAS_AMX
+    state = float64_state(layer)
+    variant = {key: kwargs[key] for key in ("coupled_input_forget", "clip") if key in kwargs}
+    outputs = layer_outputs(mode, input_size, hidden_size, kwargs, state, "bf16", x, lengths, got)
+    assert_matches_reduced_reference("bf16", kernel_mode(mode, kwargs), state, x, lengths,
+                                     hidden_size, outputs, kwargs.get("bidirectional", False),
+                                     kwargs.get("proj_size", 0), **variant)

@@ -98,13 +98,14 @@ def test_variants_chunked(backend, rng, kwargs):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("batch", [2, 17])
+@pytest.mark.parametrize("batch", [2, 17, 65])
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
 def test_reduced_precision_chunked(rng, precision, batch, threads, restore_threads):
     """bf16/int8 weights (Cython backend): the stream runs the same reduced-precision kernels,
     and multiplies x in the parts of its batch (two below 16 sequences, one from 16) however
-    many rows a chunk has, with the projection run by the steps' threads or (2 threads, a
-    long chunk) apart from them: chunks of 1 to 25 steps."""
+    many rows a chunk has, with the projection run by the steps' threads, apart from them
+    (2 threads, a long chunk) or (bf16 from 64 sequences on AMX) in the steps' tiles:
+    chunks of 1 to 25 steps."""
     if "cython" not in fastlstm.available_backends():
         pytest.skip("reduced precision runs on the cython backend")
     layer = make_layer("LSTM", "cython", rng, num_layers=2)
