@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._aligned import aligned, aligned_zeros
+from ._aligned import aligned, aligned_empty, aligned_zeros
 from .kernels import cython_isa
 from .layout import sort_by_length
 from .params import GATES
@@ -440,8 +440,11 @@ class _Workspace:
         n_blk = _n_blocks(hidden_size)
         padded = n_blk * UNITS
         hidden_out = proj_size or hidden_size
-        self.xproj = aligned_zeros(
-            (n_steps * batch, xproj_row_length(n_dirs * n_blk * gates * UNITS)), np.float32)
+        row_length = xproj_row_length(n_dirs * n_blk * gates * UNITS)
+        self.fused = fuses_input(gates, weight_bytes, batch)
+        # fused: nothing is projected ahead, so xproj is never touched (nor its pages mapped)
+        self.xproj = (aligned_empty if self.fused else aligned_zeros)(
+            (n_steps * batch, row_length), np.float32)
         self.xproj3 = self.xproj.reshape(n_steps, batch, -1)
         self.threads = get_num_threads()
         self.layout = lane_layout(n_dirs, batch, weight_bytes,
@@ -460,7 +463,6 @@ class _Workspace:
         self.kernel = KernelScratch(batch, hidden_size, hidden_out, self.threads, reset_before,
                                     [lane.rows for lane in self.lanes])
         lane_flops = 2 * self.lanes[0].rows * hidden_out * n_blk * gates * UNITS
-        self.fused = fuses_input(gates, weight_bytes, batch)
         # project_threads 0: the steps' teams project (thread_split), or multiply x (fused)
         self.step_threads, project_threads = thread_split(
             lane_flops, n_blk, n_steps, batch, 1 if self.layout == "team" else len(self.lanes),
