@@ -3,13 +3,16 @@ recurrent products at 16 rows or more, bf16's at every batch size (up to 16 rows
 one tile); fp32 as six bf16 products of three-part weights and activations,
 recurrent at 32 rows or more and the projection at 64.
 
-Activations are split in bf16 parts: x in two, h in one for bf16 weights (rounded)
-and three that sum to the float for fp32; int8 recurrent products are exact integer
-sums either way.  The references are the same as test_precision's: PyTorch fp32
+Activations are split in bf16 parts: x in two below 16 sequences a call and one
+from 16, h in one for bf16 weights (rounded) and three that sum to the float for
+fp32; int8 recurrent products are exact integer sums either way.  bf16 LSTM and RNN
+steps from 64 sequences multiply their x in the tiles of their recurrent product.  The references are the same as test_precision's: PyTorch fp32
 (fp32) and the float64 loop of each reduced precision's equations.  On a CPU without
 AMX these tests run the AVX-512 (or portable) paths at the same sizes, which must
 pass the same checks.
 """
+
+import threading
 
 import numpy as np
 import pytest
@@ -295,3 +298,18 @@ def test_steps_multiplying_x_match_their_reference(mode, kwargs, input_size, hid
     assert_matches_reduced_reference("bf16", kernel_mode(mode, kwargs), state, x, lengths,
                                      hidden_size, outputs, kwargs.get("bidirectional", False),
                                      kwargs.get("proj_size", 0), **variant)
+
+
+@pytest.mark.skipif(not HAS_AMX, reason="this CPU has no AMX: no plan multiplies x in its tiles")
+@pytest.mark.parametrize("mode, precision, batch", [("GRU", "bf16", 64), ("LSTM", "int8", 64),
+                                                    ("LSTM", "fp32", 64), ("LSTM", "bf16", 8)])
+def test_plans_refuse_to_multiply_x_where_they_cannot(mode, precision, batch, rng, monkeypatch):
+    """Only bf16 LSTM and RNN plans with x in one part take x into their recurrent tiles:
+    GRU's new gate needs its two products apart, int8 and fp32 tiles multiply other
+    operands, and below 16 sequences x has two parts."""
+    monkeypatch.setattr(cython_glue, "fuses_input", lambda gates, weight_bytes, batch: True)
+    monkeypatch.setattr(cython_glue, "_local", threading.local())  # workspaces made here go
+    layer = getattr(fastlstm, mode)(37, 17, backend="cython", precision=precision)
+    x = rng.normal(size=(3, batch, 37)).astype(np.float32)
+    with pytest.raises(ValueError, match="fused needs bf16 LSTM or RNN plans on AMX tiles"):
+        layer(x)
