@@ -136,8 +136,8 @@ class _CythonEngine(_Engine):
             project_scratch = (glue.ProjectScratch(input_size, gates, num_threads,
                                                    batch if fused else 0)
                                if glue._AMX_CPU else None)
-            threads, project_threads = glue.thread_split(step_flops, n_blk, n_steps, batch)
-            project_threads = 0 if fused else project_threads
+            threads, project_threads = glue.thread_split(step_flops, n_blk, n_steps, batch,
+                                                         fused=fused)
             calls = []
             for index, layer in enumerate(self.layers):
                 pair = state.pairs[index]

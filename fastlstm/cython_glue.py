@@ -235,19 +235,20 @@ def _threads_for(flops_per_step, n_blocks, available=None):
     return int(max(1, wanted)) if _kernels.openmp_enabled() else 1
 
 
-def thread_split(step_flops, n_blocks, n_steps, batch, teams=1, apart=False):
+def thread_split(step_flops, n_blocks, n_steps, batch, teams=1, apart=False, fused=False):
     """(threads of a plan's team, threads of a separate input projection or 0), for
     ``teams`` plans running side by side, each on its own share of the threads, each
     doing step_flops a step.
 
     The steps' teams also run the projection, each thread its own blocks, unless the
     projection alone would use more threads (long inputs to a small layer), or the
-    plans share out the rows (``apart``: one projection of every row comes first).
+    plans share out the rows (``apart``: one projection of every row comes first);
+    never when the steps multiply x themselves (``fused``, fuses_input).
     Measured on step1 (LSTM 256/256, one step), 2 threads: the team's projection keeps
     each core's half of W_ih in its L2 across calls."""
     step_threads = _threads_for(step_flops, n_blocks, max(1, get_num_threads() // teams))
     project_threads = _threads_for(step_flops * n_steps, n_steps * batch)
-    if apart or project_threads > teams * step_threads:
+    if not fused and (apart or project_threads > teams * step_threads):
         return step_threads, project_threads
     return step_threads, 0
 
@@ -464,10 +465,9 @@ class _Workspace:
                                     [lane.rows for lane in self.lanes])
         lane_flops = 2 * self.lanes[0].rows * hidden_out * n_blk * gates * UNITS
         # project_threads 0: the steps' teams project (thread_split), or multiply x (fused)
-        self.step_threads, project_threads = thread_split(
+        self.step_threads, self.project_threads = thread_split(
             lane_flops, n_blk, n_steps, batch, 1 if self.layout == "team" else len(self.lanes),
-            apart=self.layout == "rows")
-        self.project_threads = 0 if self.fused else project_threads
+            apart=self.layout == "rows", fused=self.fused)
         self.project = (ProjectScratch(max(input_size, n_dirs * hidden_out), gates, self.threads,
                                        batch if self.fused else 0)
                         if _AMX_CPU else None)

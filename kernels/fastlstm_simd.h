@@ -59,8 +59,8 @@
  * 0.355-0.358.  One part everywhere raised step1's error to torch-bf16's (1.0e-3 vs
  * 1.0e-3 in `fastlstm bench --precision bf16`, 7.3e-4 with two), so batches of a few
  * rows keep two; at batch 64, where the projection's tile products bound the run,
- * one part took thr_med from 0.81x torch-bf16 to 1.06x, at errors below the peers'
- * (3.1e-3 vs 3.7e-3).  FL_AMX_X_PARTS is the most parts, which the scratch holds. */
+ * one part took thr_med on 1 thread from 0.81x torch-bf16 to 0.99x (same-run bench),
+ * at errors below the peers' (3.1e-3 vs 3.7e-3).  FL_AMX_X_PARTS is the most parts, which the scratch holds. */
 #define FL_AMX_X_PARTS 2
 #define FL_X_ONE_PART_ROWS 16
 #define FL_X_PARTS(step_rows) ((step_rows) >= FL_X_ONE_PART_ROWS ? 1 : FL_AMX_X_PARTS)
