@@ -30,11 +30,11 @@
 #ifndef FASTLSTM_AMX_H
 #define FASTLSTM_AMX_H
 
-typedef uint32_t fl_v16u32 __attribute__((vector_size(64)));
-typedef uint16_t fl_v16u16 __attribute__((vector_size(32)));
+typedef uint32_t fl_vfu32 __attribute__((vector_size(FL_VW * 4)));
+typedef uint16_t fl_vfu16 __attribute__((vector_size(FL_VW * 2)));
 
 /* float32 bits rounded to the nearest bfloat16 (ties to even), low half cleared */
-FL_INLINE fl_v16u32 fl_bf16_round(fl_v16u32 bits)
+FL_INLINE fl_vfu32 fl_bf16_round(fl_vfu32 bits)
 {
     return (bits + 0x7FFFu + ((bits >> 16) & 1u)) & 0xFFFF0000u;
 }
@@ -48,10 +48,10 @@ FL_INLINE uint32_t fl_bf16_round1(float x)
 
 /* The next bf16 part of *rest (as float bits, low half clear): RNE(*rest), which is
  * then taken out of *rest.  Each part takes 8 more bits of the float's mantissa. */
-FL_INLINE fl_v16u32 fl_bf16_take(v16 *rest)
+FL_INLINE fl_vfu32 fl_bf16_take(vf *rest)
 {
-    const fl_v16u32 part = fl_bf16_round((fl_v16u32)*rest);
-    *rest -= (v16)part;
+    const fl_vfu32 part = fl_bf16_round((fl_vfu32)*rest);
+    *rest -= (vf)part;
     return part;
 }
 
@@ -75,11 +75,11 @@ static void fl_bf16_split_rows(const float *x, long ldx, long K, long rows, uint
         const float *xr = x + r * ldx;
         uint16_t *row = out + r * lda;
         long k = 0;
-        for (; k + FL_U <= K; k += FL_U) {
-            v16 rest = v_load(xr + k);
+        for (; k + FL_VW <= K; k += FL_VW) {
+            vf rest = v_load(xr + k);
             for (int p = 0; p < n_parts; p++) {
-                const fl_v16u16 part16 = __builtin_convertvector(fl_bf16_take(&rest) >> 16,
-                                                                 fl_v16u16);
+                const fl_vfu16 part16 = __builtin_convertvector(fl_bf16_take(&rest) >> 16,
+                                                                fl_vfu16);
                 memcpy(row + p * part_stride + k, &part16, sizeof part16);
             }
         }
@@ -105,9 +105,9 @@ static void fl_bf16_parts_sum_rows(const float *x, long ldx, long K, long rows, 
         const float *xr = x + r * ldx;
         float *o = out + r * ldo;
         long k = 0;
-        for (; k + FL_U <= K; k += FL_U) {
-            v16 rest = v_load(xr + k), sum = v_splat(0.0f);
-            for (int p = 0; p < n_parts; p++) sum += (v16)fl_bf16_take(&rest);
+        for (; k + FL_VW <= K; k += FL_VW) {
+            vf rest = v_load(xr + k), sum = v_splat(0.0f);
+            for (int p = 0; p < n_parts; p++) sum += (vf)fl_bf16_take(&rest);
             v_store(o + k, sum);
         }
         for (; k < K; k++) {

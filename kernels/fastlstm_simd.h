@@ -122,6 +122,25 @@
 typedef float v16 __attribute__((vector_size(64)));
 typedef int32_t v16i __attribute__((vector_size(64)));
 
+/* The kernels' own vector: one register of the build's widest kind, FL_VW floats.
+ * A block's 16 units are FL_NH such vectors, so a row of G gates is G * FL_NH
+ * vectors, contiguous in every (G, 16) layout: vector j covers columns
+ * [j * FL_VW, (j + 1) * FL_VW), gate j / FL_NH.  GCC keeps a 16-float generic vector
+ * in memory where no register holds it whole: with -mavx2 every operation on one went
+ * through the stack (lat_med fp32, 1 thread, 15.8 ms as 16-float vectors on Zen 3,
+ * ONNX Runtime 4.4 ms; see fl_tile_rows for what replaced it). */
+#if defined(__AVX512F__)
+#define FL_VW 16
+#elif defined(__AVX__)
+#define FL_VW 8
+#else
+#define FL_VW 4
+#endif
+#define FL_NH (FL_U / FL_VW)
+#define FL_ACC (4 * FL_NH)   /* the most vectors in a row of gates (LSTM) */
+typedef float vf __attribute__((vector_size(FL_VW * 4)));
+typedef int32_t vfi __attribute__((vector_size(FL_VW * 4)));
+
 #define FL_INLINE static inline __attribute__((always_inline))
 
 /* FL_GRU is PyTorch's GRU (linear before reset); the original GRU (reset
@@ -130,7 +149,7 @@ typedef int32_t v16i __attribute__((vector_size(64)));
 enum { FL_LSTM = 0, FL_GRU = 1, FL_RNN_TANH = 2, FL_RNN_RELU = 3, FL_PROJ = 4,
        FL_GRU_RZ = 5, FL_GRU_N = 6 };
 
-FL_INLINE v16 v_load(const float *p) { v16 v; memcpy(&v, p, sizeof v); return v; }
+FL_INLINE vf v_load(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
 
 /* Weight storage: float32, bfloat16 (the upper half of a float32) or int8 with
  * one float32 scale per output column, applied to the finished sums.  Reduced
@@ -138,8 +157,8 @@ FL_INLINE v16 v_load(const float *p) { v16 v; memcpy(&v, p, sizeof v); return v;
  * (This module is compiled for CPUs with and without AVX512-BF16/VNNI, and the
  * widening path gives the same result on each up to float32 rounding.) */
 enum { FL_F32 = 0, FL_BF16 = 1, FL_I8 = 2 };
-typedef uint16_t v16u16 __attribute__((vector_size(32)));
-typedef int8_t v16i8 __attribute__((vector_size(16)));
+typedef uint16_t vfu16 __attribute__((vector_size(FL_VW * 2)));
+typedef int8_t vfi8 __attribute__((vector_size(FL_VW)));
 
 FL_INLINE const void *fl_wptr(const int wt, const void *w, long elements)
 {
@@ -147,75 +166,57 @@ FL_INLINE const void *fl_wptr(const int wt, const void *w, long elements)
     return (const char *)w + elements * size;
 }
 
-#if defined(__AVX__) && !defined(__AVX512F__)
-/* a 16-float vector from two 8-float AVX registers */
-FL_INLINE v16 v_from_halves(__m256 lo, __m256 hi)
-{
-    v16 v;
-    memcpy(&v, &lo, 32);
-    memcpy((char *)&v + 32, &hi, 32);
-    return v;
-}
-#endif
-
-/* Widening 16 reduced weights to float32.  GCC scalarises the generic vector
+/* Widening FL_VW reduced weights to float32.  GCC scalarises the generic vector
  * conversions (measured: int8 at 4 GB/s), so AVX-512 and AVX2 get intrinsics. */
-FL_INLINE v16 w_widen_bf16(const uint16_t *p)
+FL_INLINE vf w_widen_bf16(const uint16_t *p)
 {
 #if defined(__AVX512F__)
     __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
-    return (v16)_mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+    return (vf)_mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
 #elif defined(__AVX2__)
-    __m256 lo = _mm256_castsi256_ps(_mm256_slli_epi32(
+    return (vf)_mm256_castsi256_ps(_mm256_slli_epi32(
         _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
-    __m256 hi = _mm256_castsi256_ps(_mm256_slli_epi32(
-        _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p + 8))), 16));
-    return v_from_halves(lo, hi);
 #else
-    v16u16 u;
+    vfu16 u;
     memcpy(&u, p, sizeof u);
-    return (v16)(__builtin_convertvector(u, v16i) << 16);
+    return (vf)(__builtin_convertvector(u, vfi) << 16);
 #endif
 }
 
-FL_INLINE v16 w_widen_int8(const int8_t *p)
+FL_INLINE vf w_widen_int8(const int8_t *p)
 {
 #if defined(__AVX512F__)
-    return (v16)_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
+    return (vf)_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
 #elif defined(__AVX2__)
-    __m256 lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
-    __m256 hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 8))));
-    return v_from_halves(lo, hi);
+    return (vf)_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
 #else
-    v16i8 q;
+    vfi8 q;
     memcpy(&q, p, sizeof q);
-    return __builtin_convertvector(q, v16);
+    return __builtin_convertvector(q, vf);
 #endif
 }
 
-/* 16 weights starting at element i, as float32 */
-FL_INLINE v16 w_load(const int wt, const void *w, long i)
+/* FL_VW weights starting at element i, as float32 */
+FL_INLINE vf w_load(const int wt, const void *w, long i)
 {
     if (wt == FL_F32) return v_load((const float *)w + i);
     if (wt == FL_BF16) return w_widen_bf16((const uint16_t *)w + i);
     return w_widen_int8((const int8_t *)w + i);
 }
-FL_INLINE void v_store(float *p, v16 v) { memcpy(p, &v, sizeof v); }
-/* x in every lane; GCC lowers a scalar-vector product on two-register vectors
- * as sixteen scalar stores through the stack (AVX2 measured 30x slower). */
-FL_INLINE v16 v_splat(float x)
+FL_INLINE void v_store(float *p, vf v) { memcpy(p, &v, sizeof v); }
+FL_INLINE vf v_splat(float x)  /* x in every lane */
 {
 #if defined(__AVX512F__)
-    return (v16)_mm512_set1_ps(x);
+    return (vf)_mm512_set1_ps(x);
 #elif defined(__AVX__)
-    return v_from_halves(_mm256_set1_ps(x), _mm256_set1_ps(x));
+    return (vf)_mm256_set1_ps(x);
 #else
-    return (v16){x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x};
+    return (vf){x, x, x, x};
 #endif
 }
-FL_INLINE v16 v_select(v16i mask, v16 a, v16 b)  /* mask ? a : b, lane-wise */
+FL_INLINE vf v_select(vfi mask, vf a, vf b)  /* mask ? a : b, lane-wise */
 {
-    return (v16)(((v16i)a & mask) | ((v16i)b & ~mask));
+    return (vf)(((vfi)a & mask) | ((vfi)b & ~mask));
 }
 
 /* exp(x): 2^n * p(r), r = x - n ln2 in [-ln2/2, ln2/2], p the degree-5 polynomial with
@@ -235,29 +236,29 @@ FL_INLINE v16 v_select(v16i mask, v16 a, v16 b)  /* mask ? a : b, lane-wise */
  * instruction but turns NaN into the bound) and vscalefps applies 2^n: the same
  * values bit for bit as the shifts (checked over a million floats across the whole
  * range), and the LSTM pass 12-14% faster (harness: batch 64 2.05 -> 1.76 ns a unit). */
-FL_INLINE v16 v_exp_within(v16 x, const float lo, const float hi)
+FL_INLINE vf v_exp_within(vf x, const float lo, const float hi)
 {
 #if defined(__AVX512F__)
-    x = (v16)_mm512_min_ps(_mm512_set1_ps(hi), _mm512_max_ps(_mm512_set1_ps(lo), (__m512)x));
+    x = (vf)_mm512_min_ps(_mm512_set1_ps(hi), _mm512_max_ps(_mm512_set1_ps(lo), (__m512)x));
 #else
     x = v_select(x > hi, v_splat(hi), x);
     x = v_select(x < lo, v_splat(lo), x);
 #endif
-    const v16 shifter = v_splat(12582912.0f); /* 1.5 * 2^23: rounds to nearest */
-    v16 t = x * 1.44269504088896341f + shifter;
-    v16 fn = t - shifter;
-    v16 r = x - fn * 0.693147180559945f;
-    v16 p = v_splat(8.31253e-3f);
+    const vf shifter = v_splat(12582912.0f); /* 1.5 * 2^23: rounds to nearest */
+    vf t = x * 1.44269504088896341f + shifter;
+    vf fn = t - shifter;
+    vf r = x - fn * 0.693147180559945f;
+    vf p = v_splat(8.31253e-3f);
     p = p * r + 4.189011e-2f;
     p = p * r + 0.16667114f;
     p = p * r + 0.49999232f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
 #if defined(__AVX512F__)
-    return (v16)_mm512_scalef_ps((__m512)p, (__m512)fn);
+    return (vf)_mm512_scalef_ps((__m512)p, (__m512)fn);
 #else
-    v16i n = (v16i)t - 0x4B400000;
-    return p * (v16)((n + 127) << 23);
+    vfi n = (vfi)t - 0x4B400000;
+    return p * (vf)((n + 127) << 23);
 #endif
 }
 
@@ -265,77 +266,98 @@ FL_INLINE v16 v_exp_within(v16 x, const float lo, const float hi)
  * pointwise part of a lat_med step stayed at 0.45 us (the step is bound by
  * reading W_hh, 6.5 us from L2), and it made AVX-512 and AVX2 results differ in
  * the last bit, which int8's per-step quantization of h can amplify. */
-FL_INLINE v16 v_recip(v16 d)
+FL_INLINE vf v_recip(vf d)
 {
 #if defined(__AVX512F__) && defined(FL_FAST_RECIP)
     const __m512 r = _mm512_rcp14_ps((__m512)d);
-    return (v16)_mm512_mul_ps(r, _mm512_fnmadd_ps((__m512)d, r, _mm512_set1_ps(2.0f)));
+    return (vf)_mm512_mul_ps(r, _mm512_fnmadd_ps((__m512)d, r, _mm512_set1_ps(2.0f)));
 #else
     return 1.0f / d;
 #endif
 }
 
-FL_INLINE v16 v_exp(v16 x) { return v_exp_within(x, -87.3f, 88.3f); }
-FL_INLINE v16 v_sigmoid(v16 x) { return v_recip(1.0f + v_exp(-x)); }
-FL_INLINE v16 v_tanh(v16 x) { return 2.0f * v_recip(1.0f + v_exp(-2.0f * x)) - 1.0f; }
+FL_INLINE vf v_exp(vf x) { return v_exp_within(x, -87.3f, 88.3f); }
+FL_INLINE vf v_sigmoid(vf x) { return v_recip(1.0f + v_exp(-x)); }
+FL_INLINE vf v_tanh(vf x) { return 2.0f * v_recip(1.0f + v_exp(-2.0f * x)) - 1.0f; }
 /* sigmoid(a) * tanh(b) as one quotient, (1 - e^-2b) / ((1 + e^-a)(1 + e^-2b)), its
  * exponents bounded to +-43 so the denominator stays below float's largest (e^86);
  * the bounds move the result by under 1e-18.  The LSTM pass takes two of these where
  * it took four divisions: harness, H 256, batch 64, 1 thread, 1.31-1.33 -> 1.16-1.17
  * ns a unit; largest error over [-60, 60]^2 2.4e-7 (separately 2.5e-7). */
-FL_INLINE v16 v_sigmoid_tanh(v16 a, v16 b)
+FL_INLINE vf v_sigmoid_tanh(vf a, vf b)
 {
-    const v16 ea = v_exp_within(-a, -43.0f, 43.0f), eb = v_exp_within(-2.0f * b, -43.0f, 43.0f);
+    const vf ea = v_exp_within(-a, -43.0f, 43.0f), eb = v_exp_within(-2.0f * b, -43.0f, 43.0f);
     return (1.0f - eb) / ((1.0f + ea) * (1.0f + eb));
 }
-FL_INLINE v16 v_relu(v16 x) { return v_select(x > 0.0f, x, v_splat(0.0f)); }
+FL_INLINE vf v_relu(vf x) { return v_select(x > 0.0f, x, v_splat(0.0f)); }
 /* ONNX clip: pre-activations bounded to [-clip, clip]; NaN passes through. */
-FL_INLINE v16 v_clip(v16 x, float clip)
+FL_INLINE vf v_clip(vf x, float clip)
 {
     x = v_select(x > clip, v_splat(clip), x);
     return v_select(x < -clip, v_splat(-clip), x);
 }
 
-/* acc[r][g] (+)= sum_k h[r*ldh + k] * w[(k*G + g)*16 ...]  for R rows, G gate vectors.
- * w: (K, G, 16) one block of weight type wt; h: R rows of K values, stride ldh.
- * With one row the FMA chains are split over even and odd k to hide latency. */
+/* Rows per register tile for G gates: R rows x G * FL_NH accumulators, one weight
+ * vector and R broadcasts of h must fit the 32 zmm (AVX-512) or 16 ymm/xmm registers.
+ * With AVX2 an LSTM tile is one row of 8 accumulators; with more, GCC spills them. */
+FL_INLINE int fl_tile_rows(const int G)
+{
+#if FL_VW == 16
+    (void)G;
+    return FL_MAX_ROWS;
+#elif FL_VW == 8
+    return G >= 4 ? 1 : G == 3 ? 2 : G == 2 ? 3 : 4;
+#else
+    return G >= 2 ? 1 : 2;
+#endif
+}
+/* One row splits its FMA chains over even and odd k (to hide their latency) where
+ * twice its accumulators still fit the registers. */
+#define FL_SPLIT_VECTORS (FL_VW == 16 ? 16 : FL_VW == 8 ? 12 : 8)
+
+/* acc[r][j] (+)= sum_k h[r*ldh + k] * w[k*G*16 + j*FL_VW ...]  for R rows and the
+ * G * FL_NH vectors j of G gates.  w: (K, G, 16) one block of weight type wt; h: R
+ * rows of K values, stride ldh. */
 FL_INLINE void fl_tile(const int G, const int R, const int wt, const void *restrict w,
-                       const float *restrict h, long ldh, long K, v16 acc[FL_MAX_ROWS][4],
+                       const float *restrict h, long ldh, long K, vf acc[FL_MAX_ROWS][FL_ACC],
                        const int accumulate)
 {
-    v16 a[FL_MAX_ROWS][4], b[4];
-#pragma GCC unroll 4
+    const int NV = G * FL_NH;
+    const long ldw = (long)G * FL_U;
+    vf a[FL_MAX_ROWS][FL_ACC], b[FL_ACC];
+#pragma GCC unroll 16
     for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
-        for (int g = 0; g < G; g++) a[r][g] = accumulate ? acc[r][g] : v_splat(0.0f);
-#pragma GCC unroll 4
-    for (int g = 0; g < G; g++) b[g] = v_splat(0.0f);
+#pragma GCC unroll 16
+        for (int j = 0; j < NV; j++) a[r][j] = accumulate ? acc[r][j] : v_splat(0.0f);
+    const int split = R == 1 && 2 * NV <= FL_SPLIT_VECTORS;
+#pragma GCC unroll 16
+    for (int j = 0; j < NV; j++) b[j] = v_splat(0.0f);
     long k = 0;
-    if (R == 1) {
+    if (split) {
         for (; k + 1 < K; k += 2) {
-            const v16 h0 = v_splat(h[k]), h1 = v_splat(h[k + 1]);
-#pragma GCC unroll 4
-            for (int g = 0; g < G; g++) {
-                a[0][g] += h0 * w_load(wt, w, (k * G + g) * FL_U);
-                b[g] += h1 * w_load(wt, w, ((k + 1) * G + g) * FL_U);
+            const vf h0 = v_splat(h[k]), h1 = v_splat(h[k + 1]);
+#pragma GCC unroll 16
+            for (int j = 0; j < NV; j++) {
+                a[0][j] += h0 * w_load(wt, w, k * ldw + j * FL_VW);
+                b[j] += h1 * w_load(wt, w, (k + 1) * ldw + j * FL_VW);
             }
         }
     }
     for (; k < K; k++) {
-        v16 wv[4];
-#pragma GCC unroll 4
-        for (int g = 0; g < G; g++) wv[g] = w_load(wt, w, (k * G + g) * FL_U);
-#pragma GCC unroll 4
-        for (int r = 0; r < R; r++) {
-            const v16 hr = v_splat(h[r * ldh + k]);
-#pragma GCC unroll 4
-            for (int g = 0; g < G; g++) a[r][g] += hr * wv[g];
+        vf hr[FL_MAX_ROWS];
+#pragma GCC unroll 16
+        for (int r = 0; r < R; r++) hr[r] = v_splat(h[r * ldh + k]);
+#pragma GCC unroll 16
+        for (int j = 0; j < NV; j++) {
+            const vf wv = w_load(wt, w, k * ldw + j * FL_VW);
+#pragma GCC unroll 16
+            for (int r = 0; r < R; r++) a[r][j] += hr[r] * wv;
         }
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 16
     for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
-        for (int g = 0; g < G; g++) acc[r][g] = a[r][g] + (r == 0 ? b[g] : v_splat(0.0f));
+#pragma GCC unroll 16
+        for (int j = 0; j < NV; j++) acc[r][j] = a[r][j] + (r == 0 && split ? b[j] : v_splat(0.0f));
 }
 
 /* Per-block arguments of one step.  Row r of each operand is at base + r * ld. */
@@ -389,87 +411,93 @@ typedef struct {
     const uint16_t *wxp; /* (Kx2p, G, 16, 2) */
 } fl_block_args;
 
-/* The pointwise half of a block: gate pre-activations acc -> new state. */
+/* The pointwise half of a block: gate pre-activations acc -> new state, one
+ * FL_VW-lane slice o of the block's 16 units at a time (gate g's at acc[r][g * FL_NH + n]). */
 FL_INLINE void fl_pointwise(const int mode, const int R, const fl_block_args *a,
-                            v16 acc[FL_MAX_ROWS][4])
+                            vf acc[FL_MAX_ROWS][FL_ACC])
 {
+#pragma GCC unroll 4
+    for (int n = 0; n < FL_NH; n++) {
+    const int o = n * FL_VW;
     switch (mode) {
     case FL_LSTM:
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
-            const float *x = a->x + r * a->ldx;
-            float *c = a->c + r * a->ldc;
-            const v16 cp = v_load(c);
-            v16 pi = acc[r][0] + v_load(x), pf = acc[r][1] + v_load(x + FL_U);
-            v16 pg = acc[r][2] + v_load(x + 2 * FL_U), po = acc[r][3] + v_load(x + 3 * FL_U);
+            const float *x = a->x + r * a->ldx + o;
+            float *c = a->c + r * a->ldc + o;
+            const vf cp = v_load(c);
+            vf pi = acc[r][n] + v_load(x), pf = acc[r][FL_NH + n] + v_load(x + FL_U);
+            vf pg = acc[r][2 * FL_NH + n] + v_load(x + 2 * FL_U);
+            vf po = acc[r][3 * FL_NH + n] + v_load(x + 3 * FL_U);
             if (a->peep) {
-                pi += v_load(a->peep) * cp;
-                pf += v_load(a->peep + FL_U) * cp;
+                pi += v_load(a->peep + o) * cp;
+                pf += v_load(a->peep + FL_U + o) * cp;
             }
             if (a->has_clip) {
                 pi = v_clip(pi, a->clip); pf = v_clip(pf, a->clip); pg = v_clip(pg, a->clip);
             }
-            v16 cn;
+            vf cn;
             if (a->coupled) {
-                const v16 gi = v_sigmoid(pi);
+                const vf gi = v_sigmoid(pi);
                 cn = (1.0f - gi) * cp + gi * v_tanh(pg);
             } else {
                 cn = v_sigmoid(pf) * cp + v_sigmoid_tanh(pi, pg);
             }
             v_store(c, cn);
-            if (a->peep) po += v_load(a->peep + 2 * FL_U) * cn;
+            if (a->peep) po += v_load(a->peep + 2 * FL_U + o) * cn;
             if (a->has_clip) po = v_clip(po, a->clip);
-            v_store(a->h_out + r * a->ldo, v_sigmoid_tanh(po, cn));
+            v_store(a->h_out + r * a->ldo + o, v_sigmoid_tanh(po, cn));
         }
         break;
     case FL_GRU:
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
-            const float *x = a->x + r * a->ldx;
-            v16 pr = acc[r][0] + v_load(x), pz = acc[r][1] + v_load(x + FL_U);
+            const float *x = a->x + r * a->ldx + o;
+            vf pr = acc[r][n] + v_load(x), pz = acc[r][FL_NH + n] + v_load(x + FL_U);
             if (a->has_clip) { pr = v_clip(pr, a->clip); pz = v_clip(pz, a->clip); }
-            v16 gr = v_sigmoid(pr), gz = v_sigmoid(pz);
-            v16 pn = v_load(x + 2 * FL_U) + gr * (acc[r][2] + v_load(a->b_hn));
+            vf gr = v_sigmoid(pr), gz = v_sigmoid(pz);
+            vf pn = v_load(x + 2 * FL_U) + gr * (acc[r][2 * FL_NH + n] + v_load(a->b_hn + o));
             if (a->has_clip) pn = v_clip(pn, a->clip);
-            v16 gn = v_tanh(pn);
-            v16 hp = v_load(a->h_self + r * a->ldh);
-            v_store(a->h_out + r * a->ldo, gn + gz * (hp - gn));
+            vf gn = v_tanh(pn);
+            vf hp = v_load(a->h_self + r * a->ldh + o);
+            v_store(a->h_out + r * a->ldo + o, gn + gz * (hp - gn));
         }
         break;
     case FL_GRU_RZ:
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
-            const float *x = a->x + r * a->ldx;
-            v16 pr = acc[r][0] + v_load(x), pz = acc[r][1] + v_load(x + FL_U);
+            const float *x = a->x + r * a->ldx + o;
+            vf pr = acc[r][n] + v_load(x), pz = acc[r][FL_NH + n] + v_load(x + FL_U);
             if (a->has_clip) { pr = v_clip(pr, a->clip); pz = v_clip(pz, a->clip); }
-            v_store(a->rh + r * a->ldr, v_sigmoid(pr) * v_load(a->h_self + r * a->ldh));
-            v_store(a->z + r * a->ldr, v_sigmoid(pz));
+            v_store(a->rh + r * a->ldr + o, v_sigmoid(pr) * v_load(a->h_self + r * a->ldh + o));
+            v_store(a->z + r * a->ldr + o, v_sigmoid(pz));
         }
         break;
     case FL_GRU_N:  /* the product was of r*h */
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
-            v16 pn = v_load(a->x + r * a->ldx + 2 * FL_U) + acc[r][0] + v_load(a->b_hn);
+            vf pn = v_load(a->x + r * a->ldx + 2 * FL_U + o) + acc[r][n] + v_load(a->b_hn + o);
             if (a->has_clip) pn = v_clip(pn, a->clip);
-            v16 gn = v_tanh(pn);
-            v16 gz = v_load(a->z + r * a->ldr);
-            v16 hp = v_load(a->h_self + r * a->ldr2);
-            v_store(a->h_out + r * a->ldo, gn + gz * (hp - gn));
+            vf gn = v_tanh(pn);
+            vf gz = v_load(a->z + r * a->ldr + o);
+            vf hp = v_load(a->h_self + r * a->ldr2 + o);
+            v_store(a->h_out + r * a->ldo + o, gn + gz * (hp - gn));
         }
         break;
     case FL_RNN_TANH:
     case FL_RNN_RELU:
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
-            v16 pre = acc[r][0] + v_load(a->x + r * a->ldx);
+            vf pre = acc[r][n] + v_load(a->x + r * a->ldx + o);
             if (a->has_clip) pre = v_clip(pre, a->clip);
-            v_store(a->h_out + r * a->ldo, mode == FL_RNN_RELU ? v_relu(pre) : v_tanh(pre));
+            v_store(a->h_out + r * a->ldo + o, mode == FL_RNN_RELU ? v_relu(pre) : v_tanh(pre));
         }
         break;
     case FL_PROJ:
 #pragma GCC unroll 4
-        for (int r = 0; r < R; r++) v_store(a->h_out + r * a->ldo, acc[r][0]);
+        for (int r = 0; r < R; r++) v_store(a->h_out + r * a->ldo + o, acc[r][n]);
         break;
+    }
     }
 }
 
@@ -485,7 +513,7 @@ FL_INLINE int fl_gates(const int mode)
 }
 
 FL_INLINE void fl_tile_typed(const int G, const int R, const int wt, const void *w,
-                             const float *h, long ldh, long K, v16 acc[FL_MAX_ROWS][4],
+                             const float *h, long ldh, long K, vf acc[FL_MAX_ROWS][FL_ACC],
                              const int accumulate)
 {
     switch (G) {
@@ -498,7 +526,7 @@ FL_INLINE void fl_tile_typed(const int G, const int R, const int wt, const void 
 
 /* The tile for G gate vectors and weight type wt, both known only at run time. */
 FL_INLINE void fl_tile_g(const int G, const int R, const int wt, const void *w,
-                         const float *h, long ldh, long K, v16 acc[FL_MAX_ROWS][4],
+                         const float *h, long ldh, long K, vf acc[FL_MAX_ROWS][FL_ACC],
                          const int accumulate)
 {
     switch (wt) {
@@ -509,21 +537,20 @@ FL_INLINE void fl_tile_g(const int G, const int R, const int wt, const void *w,
 }
 
 FL_INLINE void fl_tile_mode(const int mode, const int R, const int wt, const void *w,
-                            const float *h, long ldh, long K, v16 acc[FL_MAX_ROWS][4],
+                            const float *h, long ldh, long K, vf acc[FL_MAX_ROWS][FL_ACC],
                             const int accumulate)
 {
     fl_tile_g(fl_gates(mode), R, wt, w, h, ldh, K, acc, accumulate);
 }
 
 /* int8 weights: the sums times each column's scale */
-FL_INLINE void fl_scale(const int G, const int R, const float *wscale, v16 acc[FL_MAX_ROWS][4])
+FL_INLINE void fl_scale(const int G, const int R, const float *wscale, vf acc[FL_MAX_ROWS][FL_ACC])
 {
     if (!wscale) return;
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
-        for (int g = 0; g < 4; g++)
-            if (g < G) acc[r][g] *= v_load(wscale + g * FL_U);
+#pragma GCC unroll 16
+        for (int j = 0; j < G * FL_NH; j++) acc[r][j] *= v_load(wscale + j * FL_VW);
 }
 
 /* int8 layers quantize the recurrent input h per step and per row, symmetric:
@@ -543,7 +570,7 @@ __attribute__((optimize("fp-contract=off")))
 static void fl_quantize_rows(const float *h, long ldh, long K, long rows, float *hq, long ldq,
                              uint8_t *hu8, long ldu, float *hscale)
 {
-    const v16 shifter = v_splat(12582912.0f);
+    const vf shifter = v_splat(12582912.0f);
     for (long r = 0; r < rows; r++) {
         const float *x = h + r * ldh;
         float peak = 0.0f;
@@ -556,8 +583,8 @@ static void fl_quantize_rows(const float *h, long ldh, long K, long rows, float 
         float *q = hq + r * ldq;
         uint8_t *u = hu8 ? hu8 + r * ldu : NULL;
         long k = 0;
-        for (; k + FL_U <= K; k += FL_U) {
-            v16 v = (v_load(x + k) * inverse + shifter) - shifter;  /* round half to even */
+        for (; k + FL_VW <= K; k += FL_VW) {
+            vf v = (v_load(x + k) * inverse + shifter) - shifter;  /* round half to even */
             v = v_select(v > 127.0f, v_splat(127.0f), v);
             v = v_select(v < -127.0f, v_splat(-127.0f), v);
             v_store(q + k, v);
@@ -578,7 +605,7 @@ static void fl_quantize_rows(const float *h, long ldh, long K, long rows, float 
 #define FL_VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vnni")))
 FL_INLINE FL_VNNI_TARGET void fl_tile_vnni_g(const int G, const int R, const int8_t *w,
                                              const int32_t *wsum, const uint8_t *hu8, long ldu,
-                                             long K4, v16 acc[FL_MAX_ROWS][4])
+                                             long K4, vf acc[FL_MAX_ROWS][FL_ACC])
 {
     __m512i a[FL_MAX_ROWS][4];
 #pragma GCC unroll 4
@@ -603,13 +630,13 @@ FL_INLINE FL_VNNI_TARGET void fl_tile_vnni_g(const int G, const int R, const int
         const __m512i offset = _mm512_slli_epi32(_mm512_loadu_si512(wsum + g * FL_U), 7);
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++)
-            acc[r][g] = (v16)_mm512_cvtepi32_ps(_mm512_sub_epi32(a[r][g], offset));
+            acc[r][g] = (vf)_mm512_cvtepi32_ps(_mm512_sub_epi32(a[r][g], offset));
     }
 }
 
 static FL_VNNI_TARGET void fl_tile_vnni(int G, int R, const int8_t *w, const int32_t *wsum,
                                         const uint8_t *hu8, long ldu, long K4,
-                                        v16 acc[FL_MAX_ROWS][4])
+                                        vf acc[FL_MAX_ROWS][FL_ACC])
 {
     switch (G * 8 + R) {
 #define FL_VNNI_CASE(GG, RR) case GG * 8 + RR: fl_tile_vnni_g(GG, RR, w, wsum, hu8, ldu, K4, acc); break;
@@ -637,22 +664,21 @@ static inline int fl_cpu_supports_vnni(void)
 }
 
 /* int8 with quantized h: the sums times each row's scale (column scales apart) */
-FL_INLINE void fl_row_scale(const int G, const int R, const float *hscale, v16 acc[FL_MAX_ROWS][4])
+FL_INLINE void fl_row_scale(const int G, const int R, const float *hscale, vf acc[FL_MAX_ROWS][FL_ACC])
 {
     if (!hscale) return;
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++) {
-        const v16 s = v_splat(hscale[r]);
-#pragma GCC unroll 4
-        for (int g = 0; g < 4; g++)
-            if (g < G) acc[r][g] *= s;
+        const vf s = v_splat(hscale[r]);
+#pragma GCC unroll 16
+        for (int j = 0; j < G * FL_NH; j++) acc[r][j] *= s;
     }
 }
 
 /* R rows of one block: the recurrent product, then the pointwise update. */
 FL_INLINE void fl_block_rows(const int mode, const int R, const fl_block_args *a)
 {
-    v16 acc[FL_MAX_ROWS][4];
+    vf acc[FL_MAX_ROWS][FL_ACC];
 #if FL_HAVE_VNNI
     if (a->wq)
         fl_tile_vnni(fl_gates(mode), R, a->wq, a->wsum, a->hu8, a->ldu, (a->K + 3) / 4, acc);
@@ -671,13 +697,12 @@ FL_INLINE void fl_block_rows(const int mode, const int R, const fl_block_args *a
 FL_INLINE void fl_block_rows_from(const int mode, const int R, const fl_block_args *a,
                                   const float *gates, long ldg)
 {
-    v16 acc[FL_MAX_ROWS][4];
+    vf acc[FL_MAX_ROWS][FL_ACC];
     const int G = fl_gates(mode);
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
-        for (int g = 0; g < 4; g++)
-            if (g < G) acc[r][g] = v_load(gates + r * ldg + g * FL_U);
+#pragma GCC unroll 16
+        for (int j = 0; j < G * FL_NH; j++) acc[r][j] = v_load(gates + r * ldg + j * FL_VW);
     fl_scale(G, R, a->wscale, acc);
     fl_row_scale(G, R, a->hscale, acc);
     fl_pointwise(mode, R, a, acc);
@@ -695,22 +720,25 @@ FL_INLINE void fl_advance(const int mode, fl_block_args *a, long rows)
     if (a->hu8) a->hu8 += rows * a->ldu;
 }
 
-#define FL_ROW_TAIL(CALL) \
-    switch (n_rows - r) { \
-    case 3: CALL(3); break; case 2: CALL(2); break; case 1: CALL(1); break; default: break; }
+/* CALL(R) with the row count n (1 to FL_MAX_ROWS) as a constant */
+#define FL_ROWS_OF(n, CALL) \
+    switch (n) { \
+    case 4: CALL(4); break; case 3: CALL(3); break; case 2: CALL(2); break; \
+    default: CALL(1); break; }
 
 /* The pointwise update of n_rows rows whose products are in gates (n_rows, G*16). */
 static void fl_pointwise_from(int mode, long n_rows, const fl_block_args *args, const float *gates)
 {
     const long ldg = (long)fl_gates(mode) * FL_U;
+    const long T = fl_tile_rows(fl_gates(mode));
     fl_block_args a = *args;
     long r = 0;
-    for (; r + FL_MAX_ROWS <= n_rows; r += FL_MAX_ROWS) {
-        fl_block_rows_from(mode, FL_MAX_ROWS, &a, gates + r * ldg, ldg);
-        fl_advance(mode, &a, FL_MAX_ROWS);
-    }
 #define FL_FROM(RR) fl_block_rows_from(mode, RR, &a, gates + r * ldg, ldg)
-    FL_ROW_TAIL(FL_FROM)
+    for (; r + T <= n_rows; r += T) {
+        FL_ROWS_OF(T, FL_FROM)
+        fl_advance(mode, &a, T);
+    }
+    if (r < n_rows) FL_ROWS_OF(n_rows - r, FL_FROM)
 #undef FL_FROM
 }
 
@@ -727,33 +755,32 @@ FL_INLINE void fl_prefetch_x(int mode, long n_rows, const fl_block_args *a)
 
 /* One K chunk [k0, k0 + kc) of a product of ``rows`` rows with one block's weights:
  * o (stride ldo) (+)= x rows (xr, stride ldp, already offset to k0) @ the chunk's
- * weights w, in tiles of FL_MAX_ROWS rows; on the ``last`` chunk the int8 column scales
+ * weights w, in tiles of fl_tile_rows(G) rows; on the ``last`` chunk the int8 column scales
  * (wscale, or NULL) and the bias are applied (neither is read otherwise).  wscale,
  * bias and o point at the block's columns. */
 FL_INLINE void fl_chunk_product(int G, int wt, const void *w, const float *wscale,
                                 const float *bias, const float *xr, long ldp, float *o, long ldo,
                                 long rows, long k0, long kc, int last)
 {
-    v16 acc[FL_MAX_ROWS][4];
-    for (long r0 = 0; r0 < rows; r0 += FL_MAX_ROWS) {
-        const long R = rows - r0 < FL_MAX_ROWS ? rows - r0 : FL_MAX_ROWS;
+    vf acc[FL_MAX_ROWS][FL_ACC];
+    const long T = fl_tile_rows(G);
+    const int NV = G * FL_NH;
+    for (long r0 = 0; r0 < rows; r0 += T) {
+        const long R = rows - r0 < T ? rows - r0 : T;
         const float *x = xr + r0 * ldp;
         float *out = o + r0 * ldo;
         for (long r = 0; r < R; r++)
-            for (int g = 0; g < G; g++)
-                acc[r][g] = k0 ? v_load(out + r * ldo + g * FL_U) : v_splat(0.0f);
-        switch (R) {
-        case 4: fl_tile_g(G, 4, wt, w, x, ldp, kc, acc, 1); break;
-        case 3: fl_tile_g(G, 3, wt, w, x, ldp, kc, acc, 1); break;
-        case 2: fl_tile_g(G, 2, wt, w, x, ldp, kc, acc, 1); break;
-        default: fl_tile_g(G, 1, wt, w, x, ldp, kc, acc, 1); break;
-        }
+            for (int j = 0; j < NV; j++)
+                acc[r][j] = k0 ? v_load(out + r * ldo + j * FL_VW) : v_splat(0.0f);
+#define FL_CHUNK_TILE(RR) fl_tile_g(G, RR, wt, w, x, ldp, kc, acc, 1)
+        FL_ROWS_OF(R, FL_CHUNK_TILE)
+#undef FL_CHUNK_TILE
         for (long r = 0; r < R; r++)
-            for (int g = 0; g < G; g++) {
-                v16 v = acc[r][g];
-                if (last && wscale) v *= v_load(wscale + g * FL_U);
-                if (last) v += v_load(bias + g * FL_U);
-                v_store(out + r * ldo + g * FL_U, v);
+            for (int j = 0; j < NV; j++) {
+                vf v = acc[r][j];
+                if (last && wscale) v *= v_load(wscale + j * FL_VW);
+                if (last) v += v_load(bias + j * FL_VW);
+                v_store(out + r * ldo + j * FL_VW, v);
             }
     }
 }
@@ -775,24 +802,25 @@ static void fl_block_chunked(int mode, long n_rows, const fl_block_args *args, f
     fl_pointwise_from(mode, n_rows, args, scratch);
 }
 
-/* One block, n_rows rows (any count), in tiles of FL_MAX_ROWS.  scratch
+/* One block, n_rows rows (any count), in tiles of fl_tile_rows(G).  scratch
  * (n_rows * G * 16 floats, or NULL) enables the K-chunked path for many rows. */
 static void fl_block(int mode, long n_rows, const fl_block_args *args, float *scratch)
 {
+    const long T = fl_tile_rows(fl_gates(mode));
     /* int8 with vpdpbusd reads a quarter of the bytes: a block's weights stay in L1
      * across row tiles without K chunks */
-    if (scratch && n_rows > FL_MAX_ROWS && args->K > FL_KCHUNK && !args->wq) {
+    if (scratch && n_rows > T && args->K > FL_KCHUNK && !args->wq) {
         fl_block_chunked(mode, n_rows, args, scratch);
         return;
     }
     fl_block_args a = *args;
     long r = 0;
-    for (; r + FL_MAX_ROWS <= n_rows; r += FL_MAX_ROWS) {
-        fl_block_rows(mode, FL_MAX_ROWS, &a);
-        fl_advance(mode, &a, FL_MAX_ROWS);
-    }
 #define FL_ROWS(RR) fl_block_rows(mode, RR, &a)
-    FL_ROW_TAIL(FL_ROWS)
+    for (; r + T <= n_rows; r += T) {
+        FL_ROWS_OF(T, FL_ROWS)
+        fl_advance(mode, &a, T);
+    }
+    if (r < n_rows) FL_ROWS_OF(n_rows - r, FL_ROWS)
 #undef FL_ROWS
 }
 
@@ -817,7 +845,7 @@ static void fl_block(int mode, long n_rows, const fl_block_args *args, float *sc
  * (stride ldh elements, pairs adjacent), w (K2, G, 16, 2) bf16 */
 FL_INLINE FL_BF16DP_TARGET void fl_tile_bf16dp_g(const int G, const int R, const uint16_t *w,
                                                  const uint16_t *h, long ldh, long K2,
-                                                 v16 acc[FL_MAX_ROWS][4])
+                                                 vf acc[FL_MAX_ROWS][FL_ACC])
 {
     __m512 a[FL_MAX_ROWS][4];
 #pragma GCC unroll 4
@@ -865,7 +893,7 @@ FL_INLINE FL_BF16DP_TARGET void fl_tile_bf16dp_g(const int G, const int R, const
 }
 
 static FL_BF16DP_TARGET void fl_tile_bf16dp(int G, int R, const uint16_t *w, const uint16_t *h,
-                                            long ldh, long K2, v16 acc[FL_MAX_ROWS][4])
+                                            long ldh, long K2, vf acc[FL_MAX_ROWS][FL_ACC])
 {
     switch (G * 8 + R) {
 #define FL_BF16DP_CASE(GG, RR) \
@@ -883,7 +911,7 @@ static FL_BF16DP_TARGET void fl_tile_bf16dp(int G, int R, const uint16_t *w, con
 static FL_BF16DP_TARGET void fl_block_bf16dp(int mode, long n_rows, const fl_block_args *args)
 {
     const int G = fl_gates(mode);
-    v16 acc[FL_MAX_ROWS][4];
+    vf acc[FL_MAX_ROWS][FL_ACC];
     fl_prefetch_x(mode, n_rows, args);
     if (n_rows == 1) {
         fl_tile_bf16dp(G, 1, args->wp, args->a16, args->lda16, args->K2p, acc);
