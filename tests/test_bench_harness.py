@@ -403,7 +403,11 @@ def test_cli_precision_tables_and_json(tmp_path, capsys):
     assert accuracy["gru_reset_before"]["reference"] == "onnxruntime"
     wanted = {"fastlstm[cython,bf16]", "fastlstm[cython,int8]", "torch-bf16", "torch-int8"}
     if _has("openvino"):
-        wanted.add("openvino-bf16")
+        from fastlstm.benchmarking.peers import openvino_bf16_peer
+        if openvino_bf16_peer.cpu_has_bf16():
+            wanted.add("openvino-bf16")
+        else:
+            assert by_key["step1", "openvino-bf16"]["skipped"] == openvino_bf16_peer.NO_BF16_NOTE
     assert wanted <= set(accuracy["step1"])
     assert all(0 < value < peers.TOLERANCES["bf16"] for row in accuracy.values()
                for key, value in row.items() if key != "reference")
@@ -507,6 +511,20 @@ def test_variant_model_of_a_stack():
         providers=["CPUExecutionProvider"])
     layer = config.fastlstm_class()(**config.layer_kwargs()).load_state_dict(state)
     np.testing.assert_allclose(session.run(["y"], {"x": x})[0], layer(x)[0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.skipif(not _has("onnx", "openvino"), reason="needs onnx and openvino")
+def test_openvino_bf16_declines_where_the_cpu_has_no_bf16(monkeypatch):
+    """OpenVINO silently runs float32 where its CPU plugin cannot run bf16: such a column
+    would pass fp32 off as bf16, so the peer declines, and only then."""
+    import openvino
+    from fastlstm.benchmarking import peers
+    from fastlstm.benchmarking.peers import openvino_bf16_peer
+    capabilities = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    assert openvino_bf16_peer.cpu_has_bf16() == ("BF16" in capabilities)
+    monkeypatch.setattr(openvino_bf16_peer, "cpu_has_bf16", lambda: False)
+    with pytest.raises(peers.PeerUnavailable, match="runs float32 on this CPU"):
+        openvino_bf16_peer.build(None, 1)
 
 
 @pytest.mark.skipif(not _has("onnx", "openvino"), reason="needs onnx and openvino")
