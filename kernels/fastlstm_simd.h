@@ -138,6 +138,10 @@ typedef int32_t v16i __attribute__((vector_size(64)));
 #endif
 #define FL_NH (FL_U / FL_VW)
 #define FL_ACC (4 * FL_NH)   /* the most vectors in a row of gates (LSTM) */
+/* Narrow builds' chunk products (fl_chunk_cols): tiles of FL_COL_ROWS rows x FL_PAIR
+ * vectors, 12 accumulators */
+#define FL_COL_ROWS (FL_VW < 16 ? 6 : FL_MAX_ROWS)
+#define FL_PAIR 2
 typedef float vf __attribute__((vector_size(FL_VW * 4)));
 typedef int32_t vfi __attribute__((vector_size(FL_VW * 4)));
 
@@ -315,16 +319,13 @@ FL_INLINE int fl_tile_rows(const int G)
  * twice its accumulators still fit the registers. */
 #define FL_SPLIT_VECTORS (FL_VW == 16 ? 16 : FL_VW == 8 ? 12 : 8)
 
-/* acc[r][j] (+)= sum_k h[r*ldh + k] * w[k*G*16 + j*FL_VW ...]  for R rows and the
- * G * FL_NH vectors j of G gates.  w: (K, G, 16) one block of weight type wt; h: R
- * rows of K values, stride ldh. */
-FL_INLINE void fl_tile(const int G, const int R, const int wt, const void *restrict w,
-                       const float *restrict h, long ldh, long K, vf acc[FL_MAX_ROWS][FL_ACC],
-                       const int accumulate)
+/* acc[r][j] (+)= sum_k h[r*ldh + k] * w[k*ldw + j*FL_VW ...]  for R rows and NV
+ * vectors j.  w: K rows of ldw weights of type wt; h: R rows of K values, stride ldh. */
+FL_INLINE void fl_tile_nv(const int NV, const long ldw, const int R, const int wt,
+                          const void *restrict w, const float *restrict h, long ldh, long K,
+                          vf acc[FL_MAX_ROWS][FL_ACC], const int accumulate)
 {
-    const int NV = G * FL_NH;
-    const long ldw = (long)G * FL_U;
-    vf a[FL_MAX_ROWS][FL_ACC], b[FL_ACC];
+    vf a[FL_COL_ROWS][FL_ACC], b[FL_ACC];
 #pragma GCC unroll 16
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 16
@@ -343,8 +344,19 @@ FL_INLINE void fl_tile(const int G, const int R, const int wt, const void *restr
             }
         }
     }
-    for (; k < K; k++) {
-        vf hr[FL_MAX_ROWS];
+    for (; k < K && NV <= FL_PAIR; k++) {  /* few vectors: each row's h broadcast once */
+        vf wv[FL_PAIR];
+#pragma GCC unroll 16
+        for (int j = 0; j < NV; j++) wv[j] = w_load(wt, w, k * ldw + j * FL_VW);
+#pragma GCC unroll 16
+        for (int r = 0; r < R; r++) {
+            const vf hr = v_splat(h[r * ldh + k]);
+#pragma GCC unroll 16
+            for (int j = 0; j < NV; j++) a[r][j] += hr * wv[j];
+        }
+    }
+    for (; k < K; k++) {  /* many: each weight vector loaded once */
+        vf hr[FL_COL_ROWS];
 #pragma GCC unroll 16
         for (int r = 0; r < R; r++) hr[r] = v_splat(h[r * ldh + k]);
 #pragma GCC unroll 16
@@ -358,6 +370,14 @@ FL_INLINE void fl_tile(const int G, const int R, const int wt, const void *restr
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 16
         for (int j = 0; j < NV; j++) acc[r][j] = a[r][j] + (r == 0 && split ? b[j] : v_splat(0.0f));
+}
+
+/* The G * FL_NH vectors of G gates: w (K, G, 16) one block. */
+FL_INLINE void fl_tile(const int G, const int R, const int wt, const void *restrict w,
+                       const float *restrict h, long ldh, long K, vf acc[FL_MAX_ROWS][FL_ACC],
+                       const int accumulate)
+{
+    fl_tile_nv(G * FL_NH, (long)G * FL_U, R, wt, w, h, ldh, K, acc, accumulate);
 }
 
 /* Per-block arguments of one step.  Row r of each operand is at base + r * ld. */
@@ -753,6 +773,30 @@ FL_INLINE void fl_prefetch_x(int mode, long n_rows, const fl_block_args *a)
         for (int g = 0; g < G; g++) __builtin_prefetch(a->x + r * a->ldx + g * FL_U);
 }
 
+/* FL_COL_ROWS rows x FL_PAIR vectors of a chunk product (fl_chunk_product): w, wscale,
+ * bias and o at the tile's first column, ldw the weights' row length. */
+FL_INLINE void fl_chunk_cols(int wt, const void *w, long ldw, const float *wscale,
+                             const float *bias, const float *x, long ldp, float *o, long ldo,
+                             long k0, long kc, int last)
+{
+    vf acc[FL_COL_ROWS][FL_ACC];
+    for (int r = 0; r < FL_COL_ROWS; r++)
+        for (int j = 0; j < FL_PAIR; j++)
+            acc[r][j] = k0 ? v_load(o + r * ldo + j * FL_VW) : v_splat(0.0f);
+    switch (wt) {
+    case FL_BF16: fl_tile_nv(FL_PAIR, ldw, FL_COL_ROWS, FL_BF16, w, x, ldp, kc, acc, 1); break;
+    case FL_I8: fl_tile_nv(FL_PAIR, ldw, FL_COL_ROWS, FL_I8, w, x, ldp, kc, acc, 1); break;
+    default: fl_tile_nv(FL_PAIR, ldw, FL_COL_ROWS, FL_F32, w, x, ldp, kc, acc, 1); break;
+    }
+    for (int r = 0; r < FL_COL_ROWS; r++)
+        for (int j = 0; j < FL_PAIR; j++) {
+            vf v = acc[r][j];
+            if (last && wscale) v *= v_load(wscale + j * FL_VW);
+            if (last) v += v_load(bias + j * FL_VW);
+            v_store(o + r * ldo + j * FL_VW, v);
+        }
+}
+
 /* One K chunk [k0, k0 + kc) of a product of ``rows`` rows with one block's weights:
  * o (stride ldo) (+)= x rows (xr, stride ldp, already offset to k0) @ the chunk's
  * weights w, in tiles of fl_tile_rows(G) rows; on the ``last`` chunk the int8 column scales
@@ -763,9 +807,20 @@ FL_INLINE void fl_chunk_product(int G, int wt, const void *w, const float *wscal
                                 long rows, long k0, long kc, int last)
 {
     vf acc[FL_MAX_ROWS][FL_ACC];
-    const long T = fl_tile_rows(G);
     const int NV = G * FL_NH;
-    for (long r0 = 0; r0 < rows; r0 += T) {
+    long r0 = 0;
+#if FL_VW < 16
+    /* Narrow builds: tiles of FL_MAX_ROWS rows x FL_PAIR vectors, a column group at a
+     * time, so a weight vector loaded serves 4 rows (with fl_tile_rows(4) = 1 row
+     * of all 8 vectors, every FMA loaded its weights) */
+    for (; r0 + FL_COL_ROWS <= rows; r0 += FL_COL_ROWS)
+        for (int j0 = 0; j0 < NV; j0 += FL_PAIR)
+            fl_chunk_cols(wt, fl_wptr(wt, w, j0 * FL_VW), (long)G * FL_U,
+                          wscale ? wscale + j0 * FL_VW : NULL, bias ? bias + j0 * FL_VW : NULL,
+                          xr + r0 * ldp, ldp, o + r0 * ldo + j0 * FL_VW, ldo, k0, kc, last);
+#endif
+    const long T = fl_tile_rows(G);
+    for (; r0 < rows; r0 += T) {
         const long R = rows - r0 < T ? rows - r0 : T;
         const float *x = xr + r0 * ldp;
         float *out = o + r0 * ldo;
