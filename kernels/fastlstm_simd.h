@@ -37,8 +37,11 @@
 /* rows of the input projection handled per pass over all blocks: a panel of x
  * stays in L2 while every block's weights stream past it once */
 #define FL_PANEL_ROWS 96
-/* K rows of a block's weights per pass: 128 x 64 floats = 32 KiB, inside L1 */
-#define FL_KCHUNK 128
+/* K rows of a block's weights per pass: 128 x 64 floats = 32 KiB, inside L1; 64 rows
+ * on narrow builds, whose tiles walk the chunk once per column pair (Zen 3, L1 of 32
+ * KiB, LSTM 256/256 batch 64 x 100 steps, 1 thread, best ms of three alternations:
+ * 91.6-93.6 with 128, 89.5-90.3 with 64) */
+#define FL_KCHUNK (FL_VW < 16 ? 64 : 128)
 /* AMX (fastlstm_amx.h): rows per pass (two tiles of 16), and the fewest rows worth
  * it for int8's recurrent products and the projections (a pass costs the same for 1
  * or 32 rows; measured on stack_bi, batch 8, bf16, 1 thread: 23.9 ms with the
@@ -813,11 +816,13 @@ FL_INLINE void fl_chunk_product(int G, int wt, const void *w, const float *wscal
     /* Narrow builds: tiles of FL_MAX_ROWS rows x FL_PAIR vectors, a column group at a
      * time, so a weight vector loaded serves 4 rows (with fl_tile_rows(4) = 1 row
      * of all 8 vectors, every FMA loaded its weights) */
-    for (; r0 + FL_COL_ROWS <= rows; r0 += FL_COL_ROWS)
-        for (int j0 = 0; j0 < NV; j0 += FL_PAIR)
+    const long full = rows / FL_COL_ROWS * FL_COL_ROWS;
+    for (int j0 = 0; j0 < NV; j0 += FL_PAIR)
+        for (r0 = 0; r0 < full; r0 += FL_COL_ROWS)
             fl_chunk_cols(wt, fl_wptr(wt, w, j0 * FL_VW), (long)G * FL_U,
                           wscale ? wscale + j0 * FL_VW : NULL, bias ? bias + j0 * FL_VW : NULL,
                           xr + r0 * ldp, ldp, o + r0 * ldo + j0 * FL_VW, ldo, k0, kc, last);
+    r0 = full;
 #endif
     const long T = fl_tile_rows(G);
     for (; r0 < rows; r0 += T) {
