@@ -9,7 +9,6 @@ one for every layer built with ``backend="auto"``.
 import importlib
 import os
 
-# preference order for "auto"
 _MODULES = {
     "cython": "fastlstm.cython_glue",
     "numba": "fastlstm.numba_glue",
@@ -27,9 +26,25 @@ def _load(name):
     return _loaded.get(name)
 
 
+def _preference(precision="fp32"):
+    """Backend names in the order "auto" prefers them for ``precision``: the measured rule.
+
+    The Cython kernels built for AVX-512 or AVX2 beat the Numba ones on every config of
+    the bench table (``fastlstm bench --configs all``; AVX-512 Xeon: lat_med 1.2 vs
+    3.9 ms, thr_med 39 vs 168 ms; AVX2 Zen 3: the README's table), and only they run
+    bf16/int8.  Built for the x86-64 baseline (no AVX2, or ``FASTLSTM_ISA=generic``)
+    they are slower than Numba (lat_med 5.8 ms vs 3.3 ms), so there fp32 goes to Numba.
+    """
+    cython = _load("cython")
+    if precision != "fp32" or cython is None or cython.ISA != "generic":
+        return ["cython", "numba"]
+    return ["numba", "cython"]
+
+
 def available_backends():
-    """Names of the backends this installation can run, in the order ``auto`` prefers them."""
-    return [name for name in _MODULES if _load(name) is not None]
+    """Names of the backends this installation can run, in the order ``auto`` prefers them
+    for fp32 weights."""
+    return [name for name in _preference() if _load(name) is not None]
 
 
 # Backends that run reduced-precision (bf16, int8) weights.
@@ -37,21 +52,10 @@ REDUCED_PRECISION = ("cython",)
 
 
 def _auto_choice(precision):
-    """The measured rule behind "auto"; imports only the backends it needs.
-
-    The Cython kernels built for AVX-512 beat the Numba ones on every config of
-    the bench table (fastlstm bench --configs all: lat_med 1.6 vs 4.6 ms, thr_med
-    54 vs 180 ms, 1 thread), and only they run bf16/int8.  Built for AVX2 or the
-    x86-64 baseline they are slower than Numba (lat_med, FASTLSTM_ISA=avx2: 6.8 ms
-    vs 4.4 ms; generic: 5.8 ms vs 3.3 ms), so on such CPUs fp32 goes to Numba.
-    """
-    cython = _load("cython")
-    if cython is not None and (precision != "fp32" or cython.ISA == "avx512"):
-        return "cython"
-    if precision == "fp32" and _load("numba") is not None:
-        return "numba"
-    if cython is not None:
-        return "cython"
+    """The first backend of ``_preference(precision)`` that loads and runs ``precision``."""
+    for name in _preference(precision):
+        if (precision == "fp32" or name in REDUCED_PRECISION) and _load(name) is not None:
+            return name
     raise RuntimeError(f"no fastlstm backend can run precision={precision!r} here "
                        f"(failed to load: {_failed})")
 

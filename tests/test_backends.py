@@ -30,6 +30,20 @@ def test_explicit_and_auto_backend(cls, backend, monkeypatch):
     assert cls(2, 3, backend="auto").backend_name == backend
 
 
+@pytest.mark.parametrize("isa, fp32_first", [("avx512", "cython"), ("avx2", "cython"),
+                                              ("generic", "numba")])
+def test_auto_follows_the_cython_build_in_use(isa, fp32_first, monkeypatch):
+    """fp32 goes to Cython where its AVX-512 or AVX2 build runs, to Numba on the baseline
+    build; bf16 and int8 go to Cython, the one backend that runs them."""
+    from fastlstm import backends, cython_glue
+    monkeypatch.delenv("FASTLSTM_BACKEND", raising=False)
+    monkeypatch.setattr(cython_glue, "ISA", isa)
+    assert fastlstm.available_backends()[0] == fp32_first
+    assert fastlstm.LSTM(2, 3).backend_name == fp32_first
+    assert fastlstm.LSTM(2, 3, precision="int8").backend_name == "cython"
+    assert fastlstm.GRU(2, 3, precision="bf16").backend_name == "cython"
+
+
 def test_forcing_an_unknown_backend_through_the_environment(monkeypatch):
     monkeypatch.setenv("FASTLSTM_BACKEND", "no-such-backend")
     with pytest.raises(ValueError, match=r"^backend\b.*no-such-backend"):
