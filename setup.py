@@ -60,6 +60,8 @@ class BuildExt(build_ext):
             ext.extra_link_args = ["-fopenmp"] if openmp else []
             kept.append(ext)
         self.extensions = kept
+        if not self.parallel:
+            self.parallel = os.cpu_count() or 1  # the three builds are independent
         super().build_extensions()
 
 
