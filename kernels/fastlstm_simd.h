@@ -656,7 +656,68 @@ FL_INLINE FL_VNNI_TARGET void fl_tile_vnni_g(const int G, const int R, const int
             acc[r][g] = (vf)_mm512_cvtepi32_ps(_mm512_sub_epi32(a[r][g], offset));
     }
 }
+#define FL_HAVE_VNNI 1
+#define FL_VNNI_FEATURE "avx512vnni"
+#elif defined(__AVX2__)
+/* vpdpbusd on AVX2, the same exact integer sums: for 8 output columns, their quads of
+ * weights sign-extended to int16 (two loads of 4 columns x 4), times the row's quad of
+ * u8 h (zero-extended, in every 64 bits), by vpmaddwd: pairs of products summed into
+ * int32 without saturation (255 * 127 * 2 < 2^31); vphaddd adds each column's two
+ * pairs, giving columns 0 1 4 5 2 3 6 7, which one permutation puts in order at the
+ * end.  One int32 accumulator per 8 columns and row: 8 output vectors per pass over K
+ * for one row, 4 for two, 2 for more, so one pass reads every weight of an LSTM block
+ * at batch 1. */
+#define FL_VNNI_TARGET
+FL_INLINE void fl_tile_vnni_g(const int G, const int R, const int8_t *w, const int32_t *wsum,
+                              const uint8_t *hu8, long ldu, long K4, vf acc[FL_MAX_ROWS][FL_ACC])
+{
+    const int NV = G * FL_NH, V = R == 1 ? 8 : R == 2 ? 4 : 2;
+    const long ldw = (long)G * FL_U * 4;
+    for (int j0 = 0; j0 < NV; j0 += V) {
+        const int nv = NV - j0 < V ? NV - j0 : V;
+        __m256i a[FL_MAX_ROWS][8];
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+            for (int v = 0; v < nv; v++) a[r][v] = _mm256_setzero_si256();
+        for (long k4 = 0; k4 < K4; k4++) {
+            __m256i u[FL_MAX_ROWS];
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) {
+                int32_t quad;
+                memcpy(&quad, hu8 + r * ldu + 4 * k4, 4);
+                u[r] = _mm256_broadcastq_epi64(_mm_cvtepu8_epi16(_mm_cvtsi32_si128(quad)));
+            }
+#pragma GCC unroll 8
+            for (int v = 0; v < nv; v++) {
+                const int8_t *p = w + k4 * ldw + (long)(j0 + v) * 32;
+                const __m256i wl = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)p));
+                const __m256i wh = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 16)));
+#pragma GCC unroll 4
+                for (int r = 0; r < R; r++)
+                    a[r][v] = _mm256_add_epi32(a[r][v], _mm256_hadd_epi32(
+                        _mm256_madd_epi16(wl, u[r]), _mm256_madd_epi16(wh, u[r])));
+            }
+        }
+#pragma GCC unroll 8
+        for (int v = 0; v < nv; v++) {
+            const int j = j0 + v;
+            const __m256i offset = _mm256_slli_epi32(
+                _mm256_loadu_si256((const __m256i *)(wsum + j * FL_VW)), 7);
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++)
+                acc[r][j] = (vf)_mm256_cvtepi32_ps(_mm256_sub_epi32(
+                    _mm256_permute4x64_epi64(a[r][v], 0xD8), offset));
+        }
+    }
+}
+#define FL_HAVE_VNNI 1
+#define FL_VNNI_FEATURE "avx2"
+#else
+#define FL_HAVE_VNNI 0
+#endif
 
+#if FL_HAVE_VNNI
 static FL_VNNI_TARGET void fl_tile_vnni(int G, int R, const int8_t *w, const int32_t *wsum,
                                         const uint8_t *hu8, long ldu, long K4,
                                         vf acc[FL_MAX_ROWS][FL_ACC])
@@ -671,16 +732,14 @@ static FL_VNNI_TARGET void fl_tile_vnni(int G, int R, const int8_t *w, const int
     default: break;
     }
 }
-#define FL_HAVE_VNNI 1
-#else
-#define FL_HAVE_VNNI 0
 #endif
 
+/* Whether this build's integer product of int8 weights runs on this CPU */
 static inline int fl_cpu_supports_vnni(void)
 {
 #if FL_HAVE_VNNI
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512vnni");
+    return __builtin_cpu_supports(FL_VNNI_FEATURE);
 #else
     return 0;
 #endif
@@ -868,8 +927,12 @@ static void fl_block(int mode, long n_rows, const fl_block_args *args, float *sc
 {
     const long T = fl_tile_rows(fl_gates(mode));
     /* int8 with vpdpbusd reads a quarter of the bytes: a block's weights stay in L1
-     * across row tiles without K chunks */
-    if (scratch && n_rows > T && args->K > FL_KCHUNK && !args->wq) {
+     * across row tiles without K chunks.  Its AVX2 form has no such gain from 6 rows,
+     * where the chunks' 6-row float tiles widen each weight once for 6 rows (Zen 3, 1
+     * thread, int8, 100 steps, best ms of three alternations, integer / float tiles:
+     * LSTM 256/256 batch 64 112-171 / 101-102, GRU 88-139 / 73-79) */
+    const int chunk = args->wq ? FL_VW < 16 && n_rows >= FL_COL_ROWS : n_rows > T;
+    if (scratch && chunk && args->K > FL_KCHUNK) {
         fl_block_chunked(mode, n_rows, args, scratch);
         return;
     }
