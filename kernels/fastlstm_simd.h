@@ -372,7 +372,8 @@ FL_INLINE void fl_tile_nv(const int NV, const long ldw, const int R, const int w
 #pragma GCC unroll 16
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 16
-        for (int j = 0; j < NV; j++) acc[r][j] = a[r][j] + (r == 0 && split ? b[j] : v_splat(0.0f));
+        for (int j = 0; j < NV; j++)
+            acc[r][j] = a[r][j] + (r == 0 && split ? b[j] : v_splat(0.0f));
 }
 
 /* The G * FL_NH vectors of G gates: w (K, G, 16) one block. */
@@ -441,86 +442,86 @@ FL_INLINE void fl_pointwise(const int mode, const int R, const fl_block_args *a,
 {
 #pragma GCC unroll 4
     for (int n = 0; n < FL_NH; n++) {
-    const int o = n * FL_VW;
-    switch (mode) {
-    case FL_LSTM:
+        const int o = n * FL_VW;
+        switch (mode) {
+        case FL_LSTM:
 #pragma GCC unroll 4
-        for (int r = 0; r < R; r++) {
-            const float *x = a->x + r * a->ldx + o;
-            float *c = a->c + r * a->ldc + o;
-            const vf cp = v_load(c);
-            vf pi = acc[r][n] + v_load(x), pf = acc[r][FL_NH + n] + v_load(x + FL_U);
-            vf pg = acc[r][2 * FL_NH + n] + v_load(x + 2 * FL_U);
-            vf po = acc[r][3 * FL_NH + n] + v_load(x + 3 * FL_U);
-            if (a->peep) {
-                pi += v_load(a->peep + o) * cp;
-                pf += v_load(a->peep + FL_U + o) * cp;
+            for (int r = 0; r < R; r++) {
+                const float *x = a->x + r * a->ldx + o;
+                float *c = a->c + r * a->ldc + o;
+                const vf cp = v_load(c);
+                vf pi = acc[r][n] + v_load(x), pf = acc[r][FL_NH + n] + v_load(x + FL_U);
+                vf pg = acc[r][2 * FL_NH + n] + v_load(x + 2 * FL_U);
+                vf po = acc[r][3 * FL_NH + n] + v_load(x + 3 * FL_U);
+                if (a->peep) {
+                    pi += v_load(a->peep + o) * cp;
+                    pf += v_load(a->peep + FL_U + o) * cp;
+                }
+                if (a->has_clip) {
+                    pi = v_clip(pi, a->clip); pf = v_clip(pf, a->clip); pg = v_clip(pg, a->clip);
+                }
+                vf cn;
+                if (a->coupled) {
+                    const vf gi = v_sigmoid(pi);
+                    cn = (1.0f - gi) * cp + gi * v_tanh(pg);
+                } else {
+                    cn = v_sigmoid(pf) * cp + v_sigmoid_tanh(pi, pg);
+                }
+                v_store(c, cn);
+                if (a->peep) po += v_load(a->peep + 2 * FL_U + o) * cn;
+                if (a->has_clip) po = v_clip(po, a->clip);
+                v_store(a->h_out + r * a->ldo + o, v_sigmoid_tanh(po, cn));
             }
-            if (a->has_clip) {
-                pi = v_clip(pi, a->clip); pf = v_clip(pf, a->clip); pg = v_clip(pg, a->clip);
+            break;
+        case FL_GRU:
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) {
+                const float *x = a->x + r * a->ldx + o;
+                vf pr = acc[r][n] + v_load(x), pz = acc[r][FL_NH + n] + v_load(x + FL_U);
+                if (a->has_clip) { pr = v_clip(pr, a->clip); pz = v_clip(pz, a->clip); }
+                vf gr = v_sigmoid(pr), gz = v_sigmoid(pz);
+                vf pn = v_load(x + 2 * FL_U) + gr * (acc[r][2 * FL_NH + n] + v_load(a->b_hn + o));
+                if (a->has_clip) pn = v_clip(pn, a->clip);
+                vf gn = v_tanh(pn);
+                vf hp = v_load(a->h_self + r * a->ldh + o);
+                v_store(a->h_out + r * a->ldo + o, gn + gz * (hp - gn));
             }
-            vf cn;
-            if (a->coupled) {
-                const vf gi = v_sigmoid(pi);
-                cn = (1.0f - gi) * cp + gi * v_tanh(pg);
-            } else {
-                cn = v_sigmoid(pf) * cp + v_sigmoid_tanh(pi, pg);
+            break;
+        case FL_GRU_RZ:
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) {
+                const float *x = a->x + r * a->ldx + o;
+                vf pr = acc[r][n] + v_load(x), pz = acc[r][FL_NH + n] + v_load(x + FL_U);
+                if (a->has_clip) { pr = v_clip(pr, a->clip); pz = v_clip(pz, a->clip); }
+                v_store(a->rh + r * a->ldr + o, v_sigmoid(pr) * v_load(a->h_self + r * a->ldh + o));
+                v_store(a->z + r * a->ldr + o, v_sigmoid(pz));
             }
-            v_store(c, cn);
-            if (a->peep) po += v_load(a->peep + 2 * FL_U + o) * cn;
-            if (a->has_clip) po = v_clip(po, a->clip);
-            v_store(a->h_out + r * a->ldo + o, v_sigmoid_tanh(po, cn));
-        }
-        break;
-    case FL_GRU:
+            break;
+        case FL_GRU_N:  /* the product was of r*h */
 #pragma GCC unroll 4
-        for (int r = 0; r < R; r++) {
-            const float *x = a->x + r * a->ldx + o;
-            vf pr = acc[r][n] + v_load(x), pz = acc[r][FL_NH + n] + v_load(x + FL_U);
-            if (a->has_clip) { pr = v_clip(pr, a->clip); pz = v_clip(pz, a->clip); }
-            vf gr = v_sigmoid(pr), gz = v_sigmoid(pz);
-            vf pn = v_load(x + 2 * FL_U) + gr * (acc[r][2 * FL_NH + n] + v_load(a->b_hn + o));
-            if (a->has_clip) pn = v_clip(pn, a->clip);
-            vf gn = v_tanh(pn);
-            vf hp = v_load(a->h_self + r * a->ldh + o);
-            v_store(a->h_out + r * a->ldo + o, gn + gz * (hp - gn));
-        }
-        break;
-    case FL_GRU_RZ:
+            for (int r = 0; r < R; r++) {
+                vf pn = v_load(a->x + r * a->ldx + 2 * FL_U + o) + acc[r][n] + v_load(a->b_hn + o);
+                if (a->has_clip) pn = v_clip(pn, a->clip);
+                vf gn = v_tanh(pn);
+                vf gz = v_load(a->z + r * a->ldr + o);
+                vf hp = v_load(a->h_self + r * a->ldr2 + o);
+                v_store(a->h_out + r * a->ldo + o, gn + gz * (hp - gn));
+            }
+            break;
+        case FL_RNN_TANH:
+        case FL_RNN_RELU:
 #pragma GCC unroll 4
-        for (int r = 0; r < R; r++) {
-            const float *x = a->x + r * a->ldx + o;
-            vf pr = acc[r][n] + v_load(x), pz = acc[r][FL_NH + n] + v_load(x + FL_U);
-            if (a->has_clip) { pr = v_clip(pr, a->clip); pz = v_clip(pz, a->clip); }
-            v_store(a->rh + r * a->ldr + o, v_sigmoid(pr) * v_load(a->h_self + r * a->ldh + o));
-            v_store(a->z + r * a->ldr + o, v_sigmoid(pz));
-        }
-        break;
-    case FL_GRU_N:  /* the product was of r*h */
+            for (int r = 0; r < R; r++) {
+                vf pre = acc[r][n] + v_load(a->x + r * a->ldx + o);
+                if (a->has_clip) pre = v_clip(pre, a->clip);
+                v_store(a->h_out + r * a->ldo + o, mode == FL_RNN_RELU ? v_relu(pre) : v_tanh(pre));
+            }
+            break;
+        case FL_PROJ:
 #pragma GCC unroll 4
-        for (int r = 0; r < R; r++) {
-            vf pn = v_load(a->x + r * a->ldx + 2 * FL_U + o) + acc[r][n] + v_load(a->b_hn + o);
-            if (a->has_clip) pn = v_clip(pn, a->clip);
-            vf gn = v_tanh(pn);
-            vf gz = v_load(a->z + r * a->ldr + o);
-            vf hp = v_load(a->h_self + r * a->ldr2 + o);
-            v_store(a->h_out + r * a->ldo + o, gn + gz * (hp - gn));
+            for (int r = 0; r < R; r++) v_store(a->h_out + r * a->ldo + o, acc[r][n]);
+            break;
         }
-        break;
-    case FL_RNN_TANH:
-    case FL_RNN_RELU:
-#pragma GCC unroll 4
-        for (int r = 0; r < R; r++) {
-            vf pre = acc[r][n] + v_load(a->x + r * a->ldx + o);
-            if (a->has_clip) pre = v_clip(pre, a->clip);
-            v_store(a->h_out + r * a->ldo + o, mode == FL_RNN_RELU ? v_relu(pre) : v_tanh(pre));
-        }
-        break;
-    case FL_PROJ:
-#pragma GCC unroll 4
-        for (int r = 0; r < R; r++) v_store(a->h_out + r * a->ldo + o, acc[r][n]);
-        break;
-    }
     }
 }
 
@@ -567,7 +568,8 @@ FL_INLINE void fl_tile_mode(const int mode, const int R, const int wt, const voi
 }
 
 /* int8 weights: the sums times each column's scale */
-FL_INLINE void fl_scale(const int G, const int R, const float *wscale, vf acc[FL_MAX_ROWS][FL_ACC])
+FL_INLINE void fl_scale(const int G, const int R, const float *wscale,
+                         vf acc[FL_MAX_ROWS][FL_ACC])
 {
     if (!wscale) return;
 #pragma GCC unroll 4
@@ -746,7 +748,8 @@ static inline int fl_cpu_supports_vnni(void)
 }
 
 /* int8 with quantized h: the sums times each row's scale (column scales apart) */
-FL_INLINE void fl_row_scale(const int G, const int R, const float *hscale, vf acc[FL_MAX_ROWS][FL_ACC])
+FL_INLINE void fl_row_scale(const int G, const int R, const float *hscale,
+                             vf acc[FL_MAX_ROWS][FL_ACC])
 {
     if (!hscale) return;
 #pragma GCC unroll 4
@@ -835,6 +838,30 @@ FL_INLINE void fl_prefetch_x(int mode, long n_rows, const fl_block_args *a)
         for (int g = 0; g < G; g++) __builtin_prefetch(a->x + r * a->ldx + g * FL_U);
 }
 
+/* A chunk product's tile of R rows x NV vectors: acc from o (stride ldo) after the first
+ * K chunk (k0 > 0), else zero */
+FL_INLINE void fl_acc_load(int R, int NV, const float *o, long ldo, long k0,
+                           vf acc[][FL_ACC])
+{
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < NV; j++)
+            acc[r][j] = k0 ? v_load(o + r * ldo + j * FL_VW) : v_splat(0.0f);
+}
+
+/* ... and acc back to o, on the last chunk times the int8 column scales (wscale, or
+ * NULL) plus the bias (neither read otherwise) */
+FL_INLINE void fl_acc_store(int R, int NV, float *o, long ldo, const float *wscale,
+                            const float *bias, int last, vf acc[][FL_ACC])
+{
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < NV; j++) {
+            vf v = acc[r][j];
+            if (last && wscale) v *= v_load(wscale + j * FL_VW);
+            if (last) v += v_load(bias + j * FL_VW);
+            v_store(o + r * ldo + j * FL_VW, v);
+        }
+}
+
 /* FL_COL_ROWS rows x FL_PAIR vectors of a chunk product (fl_chunk_product): w, wscale,
  * bias and o at the tile's first column, ldw the weights' row length. */
 FL_INLINE void fl_chunk_cols(int wt, const void *w, long ldw, const float *wscale,
@@ -842,21 +869,13 @@ FL_INLINE void fl_chunk_cols(int wt, const void *w, long ldw, const float *wscal
                              long k0, long kc, int last)
 {
     vf acc[FL_COL_ROWS][FL_ACC];
-    for (int r = 0; r < FL_COL_ROWS; r++)
-        for (int j = 0; j < FL_PAIR; j++)
-            acc[r][j] = k0 ? v_load(o + r * ldo + j * FL_VW) : v_splat(0.0f);
+    fl_acc_load(FL_COL_ROWS, FL_PAIR, o, ldo, k0, acc);
     switch (wt) {
     case FL_BF16: fl_tile_nv(FL_PAIR, ldw, FL_COL_ROWS, FL_BF16, w, x, ldp, kc, acc, 1); break;
     case FL_I8: fl_tile_nv(FL_PAIR, ldw, FL_COL_ROWS, FL_I8, w, x, ldp, kc, acc, 1); break;
     default: fl_tile_nv(FL_PAIR, ldw, FL_COL_ROWS, FL_F32, w, x, ldp, kc, acc, 1); break;
     }
-    for (int r = 0; r < FL_COL_ROWS; r++)
-        for (int j = 0; j < FL_PAIR; j++) {
-            vf v = acc[r][j];
-            if (last && wscale) v *= v_load(wscale + j * FL_VW);
-            if (last) v += v_load(bias + j * FL_VW);
-            v_store(o + r * ldo + j * FL_VW, v);
-        }
+    fl_acc_store(FL_COL_ROWS, FL_PAIR, o, ldo, wscale, bias, last, acc);
 }
 
 /* One K chunk [k0, k0 + kc) of a product of ``rows`` rows with one block's weights:
@@ -872,8 +891,8 @@ FL_INLINE void fl_chunk_product(int G, int wt, const void *w, const float *wscal
     const int NV = G * FL_NH;
     long r0 = 0;
 #if FL_VW < 16
-    /* Narrow builds: tiles of FL_MAX_ROWS rows x FL_PAIR vectors, a column group at a
-     * time, so a weight vector loaded serves 4 rows (with fl_tile_rows(4) = 1 row
+    /* Narrow builds: tiles of FL_COL_ROWS rows x FL_PAIR vectors, a column pair at a
+     * time, so a weight vector loaded serves 6 rows (with fl_tile_rows(4) = 1 row
      * of all 8 vectors, every FMA loaded its weights) */
     const long full = rows / FL_COL_ROWS * FL_COL_ROWS;
     for (int j0 = 0; j0 < NV; j0 += FL_PAIR)
@@ -888,19 +907,11 @@ FL_INLINE void fl_chunk_product(int G, int wt, const void *w, const float *wscal
         const long R = rows - r0 < T ? rows - r0 : T;
         const float *x = xr + r0 * ldp;
         float *out = o + r0 * ldo;
-        for (long r = 0; r < R; r++)
-            for (int j = 0; j < NV; j++)
-                acc[r][j] = k0 ? v_load(out + r * ldo + j * FL_VW) : v_splat(0.0f);
+        fl_acc_load(R, NV, out, ldo, k0, acc);
 #define FL_CHUNK_TILE(RR) fl_tile_g(G, RR, wt, w, x, ldp, kc, acc, 1)
         FL_ROWS_OF(R, FL_CHUNK_TILE)
 #undef FL_CHUNK_TILE
-        for (long r = 0; r < R; r++)
-            for (int j = 0; j < NV; j++) {
-                vf v = acc[r][j];
-                if (last && wscale) v *= v_load(wscale + j * FL_VW);
-                if (last) v += v_load(bias + j * FL_VW);
-                v_store(out + r * ldo + j * FL_VW, v);
-            }
+        fl_acc_store(R, NV, out, ldo, wscale, bias, last, acc);
     }
 }
 
