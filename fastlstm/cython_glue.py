@@ -119,11 +119,23 @@ _WEIGHT_DTYPE = {"fp32": np.float32, "bf16": np.uint16, "int8": np.int8}
 _DUMMY = {precision: np.zeros((1, 1, UNITS), dtype) for precision, dtype in _WEIGHT_DTYPE.items()}
 
 
+def _bf16_pair_order(blocked, width):
+    """bf16 bits (..., W) -> the same shape, each run of 2*width along W stored as pairs
+    (i, width + i); width 0: unchanged."""
+    if not width:
+        return blocked
+    runs = blocked.reshape(-1, 2, width).transpose(0, 2, 1)
+    return aligned(np.ascontiguousarray(runs).reshape(blocked.shape))
+
+
 def _typed_blocks(weight, gates, hidden, precision):
     """(G*H, K) float32 -> (blocked weights in ``precision``, int8 column scales or None)."""
     weight = np.asarray(weight, dtype=np.float32)
     if precision == "bf16":
-        return _blocks(bf16_bits(weight), gates, hidden), None
+        # the build's pair order (kernels/fastlstm_simd.h, FL_BF16_PAIRED): narrow builds,
+        # which have neither AMX nor vdpbf16ps, so _tile_weights never sees it
+        width = _kernels.bf16_pair_width()
+        return _bf16_pair_order(_blocks(bf16_bits(weight), gates, hidden), width), None
     if precision == "int8":
         q, scale = int8_rows(weight)
         scale = np.ascontiguousarray(_gather(scale, _blocked_rows(gates, hidden)), np.float32)

@@ -34,6 +34,8 @@ cdef extern from "fastlstm_simd.h" nogil:
         FL_AMX_F32_MIN_ROWS
         FL_AMX_F32_PROJECT_ROWS
         FL_BF16DP_MAX_ROWS
+        FL_VW
+        FL_BF16_PAIRED
     long fl_amx_lda16(long K2p)
     long FL_AMX_PROJECT_A16_ROWS(int w_parts)
     int FL_X_PARTS(long step_rows)
@@ -197,6 +199,12 @@ def bf16_parts_sum(const float[:, ::1] x, float[:, ::1] out, int n_parts):
 
 def cpu_supports_avx2():
     return bool(fl_cpu_supports_avx2())
+
+
+def bf16_pair_width():
+    """bf16 weights' storage order in this build: w, so that each run of 2*w weights of a
+    row is stored as pairs (weight i, weight w + i) in one 32-bit word; 0: plain order."""
+    return FL_VW if FL_BF16_PAIRED else 0
 
 
 ctypedef struct SeqArgs:

@@ -389,11 +389,20 @@ def test_portable_kernels_agree_with_the_fastest(precision, rng, monkeypatch):
     """The AVX2 and baseline builds run the same precision with the same results up
     to fp32 rounding, so a CPU without AVX-512 (or without AVX512-BF16/VNNI) gets
     the same answers.  Run here by swapping the kernel module the glue uses."""
-    layer = fastlstm.LSTM(37, 129, num_layers=2, bidirectional=True, backend="cython", precision=precision)
-    gru = fastlstm.GRU(17, 37, backend="cython", precision=precision, linear_before_reset=False)
-    for module in (layer, gru):
-        module.load_state_dict({key: rng.uniform(-0.1, 0.1, value.shape).astype(np.float32)
-                                for key, value in module.state_dict().items()})
+    shapes = {"lstm": fastlstm.LSTM(37, 129, num_layers=2, bidirectional=True).state_dict(),
+              "gru": fastlstm.GRU(17, 37, linear_before_reset=False).state_dict()}
+    weights = {name: {key: rng.uniform(-0.1, 0.1, value.shape).astype(np.float32)
+                      for key, value in state.items()} for name, state in shapes.items()}
+
+    def build():  # packed by the kernel module in use (bf16's storage order is the build's)
+        layer = fastlstm.LSTM(37, 129, num_layers=2, bidirectional=True, backend="cython",
+                              precision="fp32")
+        gru = fastlstm.GRU(17, 37, backend="cython", precision="fp32", linear_before_reset=False)
+        layer.load_state_dict(weights["lstm"])
+        gru.load_state_dict(weights["gru"])
+        return layer.with_precision(precision), gru.with_precision(precision)
+
+    layer, gru = build()
     x = rng.normal(size=(6, 5, 37)).astype(np.float32)
     lengths = np.array([6, 1, 3, 6, 2])
     best = (layer(x, lengths=lengths)[0], gru(x[..., :17])[0])
@@ -402,6 +411,7 @@ def test_portable_kernels_agree_with_the_fastest(precision, rng, monkeypatch):
     for isa in supported:
         monkeypatch.setattr(cython_glue, "_kernels", _module(isa))
         monkeypatch.setattr(cython_glue, "_local", type(cython_glue._local)())
+        layer, gru = build()
         np.testing.assert_allclose(layer(x, lengths=lengths)[0], best[0], atol=ISA_ATOL[precision], rtol=0)
         got = gru(x[..., :17])[0]
         np.testing.assert_allclose(got, best[1], atol=ISA_ATOL[precision], rtol=0)
