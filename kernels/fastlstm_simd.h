@@ -694,20 +694,26 @@ FL_INLINE FL_VNNI_TARGET void fl_tile_vnni_g(const int G, const int R, const int
 #define FL_HAVE_VNNI 1
 #define FL_VNNI_FEATURE "avx512vnni"
 #elif defined(__AVX2__)
-/* vpdpbusd on AVX2, the same exact integer sums: for 8 output columns, their quads of
- * weights sign-extended to int16 (two loads of 4 columns x 4), times the row's quad of
- * u8 h (zero-extended, in every 64 bits), by vpmaddwd: pairs of products summed into
- * int32 without saturation (255 * 127 * 2 < 2^31); vphaddd adds each column's two
- * pairs, giving columns 0 1 4 5 2 3 6 7, which one permutation puts in order at the
- * end.  One int32 accumulator per 8 columns and row: 8 output vectors per pass over K
- * for one row, 4 for two, 2 for more, so one pass reads every weight of an LSTM block
- * at batch 1. */
+/* vpdpbusd on AVX2, the same exact integer sums, by the sign trick: q = hu8 - 128 as
+ * s8 (a xor), |q| as u8, each weight times the sign of its q (vpsignb), then vpmaddubsw
+ * sums pairs |q| * (sign(q) w) = q w into int16, which cannot saturate (|q|, |w| <= 127:
+ * 2 * 127 * 127 < 2^15), and vpmaddwd by ones sums each column's two pairs into int32.
+ * Four operations per 8 columns x 4 k, columns in order, no column sums to take out.
+ * Against the former form (weights sign-extended to int16, two vpmaddwd and a vphaddd:
+ * eight), int8 LSTM, input size 1 (the recurrent product alone), Zen 3, 1 thread,
+ * alternated runs, min / median ms: H 1024 x 50 steps 6.75-6.85 / 7.4-9.0 -> 4.43-4.59
+ * / 5.5-6.8; H 256 x 100, batch 1 0.96-1.00 / 1.51-1.54 -> 0.62-0.64 / 0.70-0.71,
+ * batch 4 3.8-4.0 / 4.3-4.7 -> 2.5-2.6 / 3.0-4.2.  One int32 accumulator per 8
+ * columns and row: 8 output vectors per pass over K for one row, 4 for two, 2 for more,
+ * so one pass reads every weight of an LSTM block at batch 1. */
 #define FL_VNNI_TARGET
 FL_INLINE void fl_tile_vnni_g(const int G, const int R, const int8_t *w, const int32_t *wsum,
                               const uint8_t *hu8, long ldu, long K4, vf acc[FL_MAX_ROWS][FL_ACC])
 {
+    (void)wsum;
     const int NV = G * FL_NH, V = R == 1 ? 8 : R == 2 ? 4 : 2;
     const long ldw = (long)G * FL_U * 4;
+    const __m256i bias = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
     for (int j0 = 0; j0 < NV; j0 += V) {
         const int nv = NV - j0 < V ? NV - j0 : V;
         __m256i a[FL_MAX_ROWS][8];
@@ -716,34 +722,28 @@ FL_INLINE void fl_tile_vnni_g(const int G, const int R, const int8_t *w, const i
 #pragma GCC unroll 8
             for (int v = 0; v < nv; v++) a[r][v] = _mm256_setzero_si256();
         for (long k4 = 0; k4 < K4; k4++) {
-            __m256i u[FL_MAX_ROWS];
+            __m256i q[FL_MAX_ROWS], m[FL_MAX_ROWS];
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++) {
                 int32_t quad;
                 memcpy(&quad, hu8 + r * ldu + 4 * k4, 4);
-                u[r] = _mm256_broadcastq_epi64(_mm_cvtepu8_epi16(_mm_cvtsi32_si128(quad)));
+                q[r] = _mm256_xor_si256(_mm256_set1_epi32(quad), bias);
+                m[r] = _mm256_abs_epi8(q[r]);
             }
 #pragma GCC unroll 8
             for (int v = 0; v < nv; v++) {
-                const int8_t *p = w + k4 * ldw + (long)(j0 + v) * 32;
-                const __m256i wl = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)p));
-                const __m256i wh = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 16)));
+                const __m256i wv = _mm256_loadu_si256(
+                    (const __m256i *)(w + k4 * ldw + (long)(j0 + v) * 32));
 #pragma GCC unroll 4
                 for (int r = 0; r < R; r++)
-                    a[r][v] = _mm256_add_epi32(a[r][v], _mm256_hadd_epi32(
-                        _mm256_madd_epi16(wl, u[r]), _mm256_madd_epi16(wh, u[r])));
+                    a[r][v] = _mm256_add_epi32(a[r][v], _mm256_madd_epi16(
+                        _mm256_maddubs_epi16(m[r], _mm256_sign_epi8(wv, q[r])), ones));
             }
         }
 #pragma GCC unroll 8
-        for (int v = 0; v < nv; v++) {
-            const int j = j0 + v;
-            const __m256i offset = _mm256_slli_epi32(
-                _mm256_loadu_si256((const __m256i *)(wsum + j * FL_VW)), 7);
+        for (int v = 0; v < nv; v++)
 #pragma GCC unroll 4
-            for (int r = 0; r < R; r++)
-                acc[r][j] = (vf)_mm256_cvtepi32_ps(_mm256_sub_epi32(
-                    _mm256_permute4x64_epi64(a[r][v], 0xD8), offset));
-        }
+            for (int r = 0; r < R; r++) acc[r][j0 + v] = (vf)_mm256_cvtepi32_ps(a[r][v]);
     }
 }
 #define FL_HAVE_VNNI 1
@@ -970,12 +970,12 @@ static void fl_block_chunked(int mode, long n_rows, const fl_block_args *args, f
 static void fl_block(int mode, long n_rows, const fl_block_args *args, float *scratch)
 {
     const long T = fl_tile_rows(fl_gates(mode));
-    /* int8 with vpdpbusd reads a quarter of the bytes: a block's weights stay in L1
-     * across row tiles without K chunks.  Its AVX2 form has no such gain from 6 rows,
-     * where the chunks' 6-row float tiles widen each weight once for 6 rows (Zen 3, 1
-     * thread, int8, 100 steps, best ms of three alternations, integer / float tiles:
-     * LSTM 256/256 batch 64 112-171 / 101-102, GRU 88-139 / 73-79) */
-    const int chunk = args->wq ? FL_VW < 16 && n_rows >= FL_COL_ROWS : n_rows > T;
+    /* int8's integer product reads a quarter of the bytes: a block's weights stay in L1
+     * across row tiles without K chunks.  On AVX2 too since the sign trick (Zen 3, 1
+     * thread, int8, 100 steps, alternated, min ms, integer / 6-row float tiles: LSTM
+     * 256/256 batch 8 11.1-11.3 / 13.9-14.8, batch 64 96-107 / 99-108, 512/512 batch
+     * 64 337 / 409, GRU 256/256 batch 64 69-71 / 76-77) */
+    const int chunk = !args->wq && n_rows > T;
     if (scratch && chunk && args->K > FL_KCHUNK) {
         fl_block_chunked(mode, n_rows, args, scratch);
         return;

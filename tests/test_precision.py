@@ -266,10 +266,10 @@ def test_layer_matches_the_reduced_reference(mode, kwargs, input_size, hidden_si
 
 @pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN"])
 def test_int8_paths_are_identical(mode, rng, monkeypatch):
-    """The integer product (vpdpbusd with AVX512-VNNI, vpmaddwd on the AVX2 build) and the
-    portable path compute the same integer sums; a sequence alone or in a batch differs
-    only by fp32 rounding (the float input projection sums in another order for a
-    one-row tile).  Batches of 6 down to 1 rows take every row tile of both paths."""
+    """The integer product (vpdpbusd with AVX512-VNNI, vpmaddubsw by the sign trick on the
+    AVX2 build) and the portable path compute the same integer sums; a sequence alone or in
+    a batch differs only by fp32 rounding (the float input projection sums in another order
+    for a one-row tile).  Batches of 6 down to 1 rows take every row tile of both paths."""
     if cython_glue.ISA == "avx2":  # every CPU that runs it has the integer path
         assert cython_glue._kernels.cpu_supports_vnni()
     layer = getattr(fastlstm, mode)(37, 129, num_layers=2, bidirectional=True, backend="cython",
