@@ -178,6 +178,80 @@ def test_timing_warms_up_then_times_the_requested_repeats():
     assert 0 <= result.min_ms <= result.median_ms
 
 
+class _LoggingRunner:
+    """A runner that logs its calls and activations to a shared list; ``fail_at``: the
+    call number (1-based) that raises."""
+
+    threads_applied = True
+
+    def __init__(self, name, log, fail_at=None):
+        self.name, self.log, self.fail_at, self.calls = name, log, fail_at, 0
+
+    def activate(self):
+        self.log.append(("activate", self.name))
+
+    def __call__(self):
+        self.calls += 1
+        self.log.append(("call", self.name))
+        if self.calls == self.fail_at:
+            raise RuntimeError(f"{self.name} broke")
+
+
+def test_interleaved_timing_shares_every_round(monkeypatch):
+    monkeypatch.setattr(timing, "SWITCH_PAUSE_S", 0.0)
+    log = []
+    runners = [_LoggingRunner("a", log), _LoggingRunner("b", log)]
+    results = timing.measure_interleaved(runners, repeat=7, rounds=3)
+    assert [result.repeats for result in results] == [7, 7]
+    calls = [name for kind, name in log if kind == "call"]
+    # warm-ups first, then rounds of a's share and b's share (7 calls as 2, 2, 3), each
+    # activated first and led by one untimed call (the calls here are short)
+    warm = calls.count("a") - 7 - 3
+    assert warm >= timing.WARMUP_CALLS and calls.count("b") == calls.count("a")
+    timed = calls[2 * warm:]
+    assert timed == ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3 + ["a"] * 4 + ["b"] * 4
+    assert log.count(("activate", "a")) == 1 + 3
+
+
+def test_interleaved_timing_reports_a_failing_runner_and_times_the_rest(monkeypatch):
+    monkeypatch.setattr(timing, "SWITCH_PAUSE_S", 0.0)
+    log = []
+    runners = [_LoggingRunner("a", log, fail_at=5), _LoggingRunner("b", log)]
+    first, second = timing.measure_interleaved(runners, repeat=6, rounds=3)
+    assert isinstance(first, RuntimeError) and "a broke" in str(first)
+    assert second.repeats == 6
+
+
+def test_bench_cells_records_an_engine_failing_while_timed(monkeypatch):
+    """Checked and then broken on its third call (inside the timed rounds): that engine's
+    record carries the error, the other engine is timed."""
+    monkeypatch.setattr(timing, "SWITCH_PAUSE_S", 0.0)
+    case = engines.Case(configs.CONFIGS["lat_small"])
+    try:
+        reference = case.reference()
+
+        def build(fail_at):
+            def make(case, threads):
+                calls = []
+
+                def run():
+                    calls.append(1)
+                    if len(calls) == fail_at:
+                        raise RuntimeError("engine broke")
+                    return reference
+                return peers.Runner(run)
+            return make
+
+        broken = engines.Engine("broken", "peer", "fp32", build(3))
+        steady = engines.Engine("steady", "peer", "fp32", build(None))
+        records = engines.bench_cells([broken, steady], case, 1, repeat=4)
+    finally:
+        case.close()
+    assert [r["engine"] for r in records] == ["broken", "steady"]
+    assert "engine broke" in records[0]["error"] and "median_ms" not in records[0]
+    assert records[1]["repeats"] == 4 and records[1]["max_abs_diff"] == 0.0
+
+
 def test_seeded_data_is_reproducible():
     config = configs.CONFIGS["lat_small"]
     first, second = config.make_state_dict(), config.make_state_dict()

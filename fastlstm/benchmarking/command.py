@@ -105,11 +105,9 @@ def _run_default(configs, threads, peers, backends, precisions):
     print(f"fastlstm bench: default model {config.name}: {config.describe()}, "
           f"seed {config_registry.SEED}, {n_threads} thread(s)")
     case = engine_module.Case(config)
-    records = []
     try:
-        for engine in engines:
-            record = engine_module.bench_cell(engine, case, n_threads)
-            records.append(record)
+        records = engine_module.bench_cells(engines, case, n_threads)
+        for record in records:
             print(_default_line(record))
     finally:
         case.close()
@@ -166,10 +164,10 @@ def _run_table(args, configs, threads, peers, backends, precisions):
         case = engine_module.Case(config)
         try:
             for n_threads in threads:
-                for engine in engines:
-                    progress.step(f"{config.name} {n_threads}t {engine.name}")
-                    records.append(engine_module.bench_cell(
-                        engine, case, n_threads, quick=args.quick, repeat=args.repeat))
+                records.extend(engine_module.bench_cells(
+                    engines, case, n_threads, quick=args.quick, repeat=args.repeat,
+                    on_engine=lambda engine, n=n_threads: progress.step(
+                        f"{config.name} {n}t {engine.name}")))
         finally:
             case.close()
     if not args.quick:

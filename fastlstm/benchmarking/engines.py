@@ -4,7 +4,9 @@ A ``Case`` holds what all engines share for one config: the seeded weights, the
 input, and (lazily) the torch module, the ONNX model and the fp32 reference
 output (PyTorch's, or ONNX Runtime's for the cell variants torch has no module
 for).  ``bench_cell`` runs one engine on one case at one thread count: build,
-apply threads, check the output against the reference, and only then time.
+apply threads, check the output against the reference, and only then time;
+``bench_cells`` does so for all engines of a table row group, timing them in
+interleaved rounds.
 
 Engines have a weight precision.  An fp32 engine is flagged beyond 1e-4 of the
 reference; a bf16/int8 engine only beyond a sanity bound (``peers.TOLERANCES``),
@@ -213,6 +215,43 @@ def bench_cell(engine, case, threads, *, quick=False, repeat=None):
     A failure to build or run (an engine that cannot handle the case) is recorded
     in ``error`` instead of raising, so one peer never stops the run.
     """
+    return bench_cells([engine], case, threads, quick=quick, repeat=repeat)[0]
+
+
+def bench_cells(engines, case, threads, *, quick=False, repeat=None, on_engine=None):
+    """``bench_cell`` for several engines on one case and thread count, their timed calls
+    interleaved in rounds (``timing.measure_interleaved``), so that load from elsewhere
+    on the machine falls on all of them alike.  Every engine is built and checked first;
+    ``on_engine(engine)`` is called as each is.  Returns the records in ``engines``' order."""
+    prepared = []
+    for engine in engines:
+        if on_engine is not None:
+            on_engine(engine)
+        prepared.append(_prepare(engine, case, threads))
+    ready = [(record, runner) for record, runner in prepared if runner is not None]
+    timings = timing.measure_interleaved([runner for _, runner in ready], quick=quick,
+                                         repeat=repeat)
+    config = case.config
+    for (record, runner), measured in zip(ready, timings):
+        diff = record.pop("max_abs_diff")
+        if isinstance(measured, Exception):
+            record.update(error=f"{type(measured).__name__}: {measured}")
+            continue
+        record.update(measured.as_dict())
+        record.update(
+            ms_per_step=measured.median_ms / config.steps,
+            gflops=roof_module.gflops(config, measured.median_ms),
+            max_abs_diff=diff,
+            flagged=diff is not None and not diff <= record["tolerance"],
+            threads_applied=runner.threads_applied,
+        )
+    return [record for record, _ in prepared]
+
+
+def _prepare(engine, case, threads):
+    """(record, runner): the engine built, its threads applied, its first output checked
+    against the reference (the difference in ``max_abs_diff``); runner None when it was
+    skipped or failed (the record says which)."""
     config = case.config
     record = {"config": config.name, "threads": threads, "engine": engine.name,
               "kind": engine.kind, "precision": engine.precision, "fp32": engine.fp32,
@@ -222,23 +261,14 @@ def bench_cell(engine, case, threads, *, quick=False, repeat=None):
         runner = engine.build(case, threads)
         runner.activate()
         out = np.array(runner(), copy=True)   # first call: compile / warm, and the check
-        diff = max_abs_diff(out, case.reference())
-        measured = timing.measure(runner, quick=quick, repeat=repeat)
+        record["max_abs_diff"] = max_abs_diff(out, case.reference())
     except peer_registry.PeerUnavailable as error:
         record.update(skipped=str(error))
-        return record
+        return record, None
     except Exception as error:  # noqa: BLE001 - any engine failure is reported, not raised
         record.update(error=f"{type(error).__name__}: {error}")
-        return record
-    record.update(measured.as_dict())
-    record.update(
-        ms_per_step=measured.median_ms / config.steps,
-        gflops=roof_module.gflops(config, measured.median_ms),
-        max_abs_diff=diff,
-        flagged=diff is not None and not diff <= engine.tolerance,
-        threads_applied=runner.threads_applied,
-    )
-    return record
+        return record, None
+    return record, runner
 
 
 def add_roofs(records, roofs):

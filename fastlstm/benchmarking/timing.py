@@ -1,6 +1,10 @@
-"""Timing one callable: warm up first (JIT compile, lazy init and first-touch
+"""Timing callables: warm up first (JIT compile, lazy init and first-touch
 allocation are never timed), then an adaptive number of timed calls with
-``time.perf_counter_ns``; median and min are reported."""
+``time.perf_counter_ns``; median and min are reported.
+
+Engines compared in one table are timed in interleaved rounds (``measure_interleaved``):
+each gets a share of its calls in every round, so a burst of load from elsewhere on a
+shared machine falls on all of them rather than on whichever ran at that moment."""
 
 import statistics
 import time
@@ -16,6 +20,13 @@ QUICK_BUDGET_S = 0.02
 MIN_REPEAT = 3
 QUICK_MIN_REPEAT = 2
 MAX_REPEAT = 2000
+# Interleaved timing: rounds of every engine's share of calls; after a switch the
+# engine's caches are cold and the previous engine's worker threads may still spin,
+# so each share starts after a short pause and, for calls shorter than REWARM_BELOW_S
+# (where a cold cache would show), with one untimed call.
+ROUNDS = 5
+SWITCH_PAUSE_S = 0.01
+REWARM_BELOW_S = 0.05
 # The caller's correctness check is the first call (and compiles); warm-up adds
 # at least one more, and keeps going while under WARMUP_BUDGET_S.
 WARMUP_CALLS = 1
@@ -56,6 +67,11 @@ def plan_repeats(estimate_s, quick=False, repeat=None):
     return max(minimum, min(MAX_REPEAT, fit))
 
 
+def _timing(samples):
+    return Timing(median_ms=statistics.median(samples) / 1e6, min_ms=min(samples) / 1e6,
+                  repeats=len(samples))
+
+
 def measure(fn, *, quick=False, repeat=None, warmup=True):
     """Warm up, then time ``fn()`` repeatedly; returns a ``Timing`` (ms)."""
     estimate = warm_up(fn, calls=WARMUP_CALLS,
@@ -65,5 +81,44 @@ def measure(fn, *, quick=False, repeat=None, warmup=True):
         t0 = time.perf_counter_ns()
         fn()
         samples.append(time.perf_counter_ns() - t0)
-    return Timing(median_ms=statistics.median(samples) / 1e6, min_ms=min(samples) / 1e6,
-                  repeats=len(samples))
+    return _timing(samples)
+
+
+def measure_interleaved(runners, *, quick=False, repeat=None, rounds=ROUNDS):
+    """Time several callables side by side: each is activated (``runner.activate()``, its
+    process-wide settings such as thread counts) and warmed up, then ``rounds`` rounds
+    each give every runner an equal share of its planned calls (``plan_repeats`` from its
+    own warm-up, as ``measure``).  Returns one result per runner, in order: a ``Timing``
+    (ms), or the exception that runner raised (it then drops out of the rounds)."""
+    results = [None] * len(runners)
+    counts, estimates = [0] * len(runners), [0.0] * len(runners)
+    for i, runner in enumerate(runners):
+        try:
+            runner.activate()
+            estimates[i] = warm_up(runner, calls=WARMUP_CALLS,
+                                   budget_s=0.0 if quick else WARMUP_BUDGET_S)
+        except Exception as error:  # noqa: BLE001 - the caller records it for that runner
+            results[i] = error
+            continue
+        counts[i] = plan_repeats(estimates[i], quick, repeat)
+    n_rounds = max(1, min(rounds, max(counts, default=1)))
+    samples = [[] for _ in runners]
+    for round_index in range(n_rounds):
+        for i, runner in enumerate(runners):
+            share = counts[i] * (round_index + 1) // n_rounds - counts[i] * round_index // n_rounds
+            if results[i] is not None or not share:
+                continue
+            try:
+                runner.activate()
+                if len(runners) > 1 and not quick:
+                    time.sleep(SWITCH_PAUSE_S)
+                    if estimates[i] < REWARM_BELOW_S:
+                        runner()
+                for _ in range(share):
+                    t0 = time.perf_counter_ns()
+                    runner()
+                    samples[i].append(time.perf_counter_ns() - t0)
+            except Exception as error:  # noqa: BLE001 - as above
+                results[i] = error
+    return [result if result is not None else _timing(taken)
+            for result, taken in zip(results, samples)]
