@@ -693,6 +693,7 @@ FL_INLINE FL_VNNI_TARGET void fl_tile_vnni_g(const int G, const int R, const int
 }
 #define FL_HAVE_VNNI 1
 #define FL_VNNI_FEATURE "avx512vnni"
+FL_INLINE int fl_vnni_tile_rows(const int G) { return fl_tile_rows(G); }
 #elif defined(__AVX2__)
 /* vpdpbusd on AVX2, the same exact integer sums, by the sign trick: q = hu8 - 128 as
  * s8 (a xor), |q| as u8, each weight times the sign of its q (vpsignb), then vpmaddubsw
@@ -748,6 +749,16 @@ FL_INLINE void fl_tile_vnni_g(const int G, const int R, const int8_t *w, const i
 }
 #define FL_HAVE_VNNI 1
 #define FL_VNNI_FEATURE "avx2"
+/* Rows of the integer tile: as many as keep a block's G * FL_NH vectors in one pass over
+ * K (8 for one row, 4 for two, 2 for more).  Int8 GRU 256/256, batch 64 x 100 steps, Zen
+ * 3, 1 thread, alternated, min ms, 2 rows (two passes) / 1 row: input size 1 40.2-52.1 /
+ * 34.9-35.7, input 256 73.4-74.1 / 66.1-71.0 (medians, a busier hour: 113-128 / 93-99;
+ * batch 8 13.6-14.6 / 11.9-12.3). */
+FL_INLINE int fl_vnni_tile_rows(const int G)
+{
+    const int NV = G * FL_NH;
+    return NV > 4 ? 1 : NV > 2 ? 2 : 4;
+}
 #else
 #define FL_HAVE_VNNI 0
 #endif
@@ -969,7 +980,11 @@ static void fl_block_chunked(int mode, long n_rows, const fl_block_args *args, f
  * (n_rows * G * 16 floats, or NULL) enables the K-chunked path for many rows. */
 static void fl_block(int mode, long n_rows, const fl_block_args *args, float *scratch)
 {
+#if FL_HAVE_VNNI
+    const long T = args->wq ? fl_vnni_tile_rows(fl_gates(mode)) : fl_tile_rows(fl_gates(mode));
+#else
     const long T = fl_tile_rows(fl_gates(mode));
+#endif
     /* int8's integer product reads a quarter of the bytes: a block's weights stay in L1
      * across row tiles without K chunks.  On AVX2 too since the sign trick (Zen 3, 1
      * thread, int8, 100 steps, alternated, min ms, integer / 6-row float tiles: LSTM
