@@ -252,6 +252,17 @@ def test_bench_cells_records_an_engine_failing_while_timed(monkeypatch):
     assert records[1]["repeats"] == 4 and records[1]["max_abs_diff"] == 0.0
 
 
+def test_an_engine_slower_on_more_threads_is_called_out():
+    records = [{"engine": "torch-int8", "config": "thr_med", "threads": n, "median_ms": ms}
+               for n, ms in ((1, 80.0), (2, 3200.0))]
+    records += [{"engine": "torch", "config": "thr_med", "threads": n, "median_ms": ms}
+                for n, ms in ((1, 100.0), (2, 150.0))]
+    lines = report.notes(records, {}, {})
+    warned = [line for line in lines if "its 1-thread time" in line]
+    assert len(warned) == 1
+    assert "torch-int8 on thr_med took 40.0x its 1-thread time on 2 threads" in warned[0]
+
+
 def test_seeded_data_is_reproducible():
     config = configs.CONFIGS["lat_small"]
     first, second = config.make_state_dict(), config.make_state_dict()

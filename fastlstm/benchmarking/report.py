@@ -15,6 +15,10 @@ FLAG_LIMIT_NOTE = "!"      # appended to a time whose output is beyond tolerance
 THREADS_NOTE = "~"         # appended to a time where the engine could not be told the thread count
 # share of the cores used by other processes during a run from which it is called out
 BUSY_NOTE = 0.1
+# An engine slower on more threads than on one by this factor is called out: a spin-waiting
+# thread pool sharing the cores with another (seen on a 2-core VM: torch-int8 thr_med on 2
+# threads 3.1-3.3 s in the bench process, 65-90 ms in its own), not a speed of the engine
+SLOWER_WITH_THREADS = 2.0
 
 
 def _fmt_ms(value):
@@ -213,6 +217,7 @@ def notes(records, skipped, machine):
             lines.append(f"WARNING: {record['engine']} on {record['config']} (threads "
                          f"{record['threads']}) ran at {what}: a machine figure was measured "
                          "low (cores shared with another process?); that roof is not a bound")
+    lines.extend(_slower_with_threads(records))
     share, load = machine.get("other_processes_cpu_share"), machine.get("load_average")
     if share is not None or load:
         text = f"machine: {machine.get('cores')} cores"
@@ -230,6 +235,25 @@ def notes(records, skipped, machine):
     for threads, figures in machine.get("read_bandwidth_gbs", {}).items():
         lines.append(f"read bandwidth, {threads} thread(s): " + ", ".join(
             f"{_fmt_bytes(int(size))} {value:.0f}" for size, value in figures.items()) + " GB/s")
+    return lines
+
+
+def _slower_with_threads(records):
+    """Warnings for engines whose median on N > 1 threads is SLOWER_WITH_THREADS times (or
+    more) their median on one thread for the same config."""
+    one = {(r["engine"], r["config"]): r["median_ms"] for r in records
+           if "median_ms" in r and r["threads"] == 1}
+    lines = []
+    for record in records:
+        base = one.get((record["engine"], record["config"]))
+        if "median_ms" not in record or record["threads"] == 1 or not base:
+            continue
+        ratio = record["median_ms"] / base
+        if ratio >= SLOWER_WITH_THREADS:
+            lines.append(f"WARNING: {record['engine']} on {record['config']} took {ratio:.1f}x "
+                         f"its 1-thread time on {record['threads']} threads: its threads "
+                         "contended for the cores (spin-waiting pools?); that row's ratio is "
+                         "not a speed of the engines")
     return lines
 
 
