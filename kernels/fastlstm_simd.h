@@ -175,10 +175,7 @@ enum { FL_F32 = 0, FL_BF16 = 1, FL_I8 = 2 };
  * 14.6-14.7 -> 8.6-9.1 / 12.0-12.6.  AVX-512 keeps the plain order: a run of 2 * 16
  * would span two gates of a GRU block's 48 columns, and its vdpbf16ps and AMX paths
  * read their own order. */
-#ifndef FL_BF16_PAIRED
 #define FL_BF16_PAIRED (FL_VW < 16)
-#endif
-typedef uint16_t vfu16 __attribute__((vector_size(FL_VW * 2)));
 typedef int8_t vfi8 __attribute__((vector_size(FL_VW)));
 
 FL_INLINE const void *fl_wptr(const int wt, const void *w, long elements)
@@ -205,21 +202,11 @@ FL_INLINE vf w_bf16_vector(const uint16_t *row, const int j)
     return (vf)(j & 1 ? v & (int)0xFFFF0000 : v << 16);
 #endif
 }
-#else
+#else  /* AVX-512 */
 FL_INLINE vf w_bf16_vector(const uint16_t *row, const int j)
 {
-    const uint16_t *p = row + j * FL_VW;
-#if defined(__AVX512F__)
-    __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
+    const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(row + j * FL_VW)));
     return (vf)_mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
-#elif defined(__AVX2__)
-    return (vf)_mm256_castsi256_ps(_mm256_slli_epi32(
-        _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
-#else
-    vfu16 u;
-    memcpy(&u, p, sizeof u);
-    return (vf)(__builtin_convertvector(u, vfi) << 16);
-#endif
 }
 #endif
 
@@ -468,6 +455,16 @@ typedef struct {
     const uint16_t *wxp; /* (Kx2p, G, 16, 2) */
 } fl_block_args;
 
+/* GRU's reset and update pre-activations of row r, slice n (clipped where asked) */
+FL_INLINE void fl_gru_rz(const fl_block_args *a, vf acc[FL_MAX_ROWS][FL_ACC], const int r,
+                         const int n, vf *pr, vf *pz)
+{
+    const float *x = a->x + r * a->ldx + n * FL_VW;
+    *pr = acc[r][n] + v_load(x);
+    *pz = acc[r][FL_NH + n] + v_load(x + FL_U);
+    if (a->has_clip) { *pr = v_clip(*pr, a->clip); *pz = v_clip(*pz, a->clip); }
+}
+
 /* The pointwise half of a block: gate pre-activations acc -> new state, one
  * FL_VW-lane slice o of the block's 16 units at a time (gate g's at acc[r][g * FL_NH + n]). */
 FL_INLINE void fl_pointwise(const int mode, const int R, const fl_block_args *a,
@@ -509,11 +506,11 @@ FL_INLINE void fl_pointwise(const int mode, const int R, const fl_block_args *a,
         case FL_GRU:
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++) {
-                const float *x = a->x + r * a->ldx + o;
-                vf pr = acc[r][n] + v_load(x), pz = acc[r][FL_NH + n] + v_load(x + FL_U);
-                if (a->has_clip) { pr = v_clip(pr, a->clip); pz = v_clip(pz, a->clip); }
+                vf pr, pz;
+                fl_gru_rz(a, acc, r, n, &pr, &pz);
                 vf gr = v_sigmoid(pr), gz = v_sigmoid(pz);
-                vf pn = v_load(x + 2 * FL_U) + gr * (acc[r][2 * FL_NH + n] + v_load(a->b_hn + o));
+                vf pn = v_load(a->x + r * a->ldx + o + 2 * FL_U)
+                        + gr * (acc[r][2 * FL_NH + n] + v_load(a->b_hn + o));
                 if (a->has_clip) pn = v_clip(pn, a->clip);
                 vf gn = v_tanh(pn);
                 vf hp = v_load(a->h_self + r * a->ldh + o);
@@ -523,9 +520,8 @@ FL_INLINE void fl_pointwise(const int mode, const int R, const fl_block_args *a,
         case FL_GRU_RZ:
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++) {
-                const float *x = a->x + r * a->ldx + o;
-                vf pr = acc[r][n] + v_load(x), pz = acc[r][FL_NH + n] + v_load(x + FL_U);
-                if (a->has_clip) { pr = v_clip(pr, a->clip); pz = v_clip(pz, a->clip); }
+                vf pr, pz;
+                fl_gru_rz(a, acc, r, n, &pr, &pz);
                 v_store(a->rh + r * a->ldr + o, v_sigmoid(pr) * v_load(a->h_self + r * a->ldh + o));
                 v_store(a->z + r * a->ldr + o, v_sigmoid(pz));
             }

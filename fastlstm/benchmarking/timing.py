@@ -72,16 +72,25 @@ def _timing(samples):
                   repeats=len(samples))
 
 
-def measure(fn, *, quick=False, repeat=None, warmup=True):
+class _Plain:
+    """A callable as a runner with nothing to activate."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def activate(self):
+        pass
+
+    def __call__(self):
+        return self.fn()
+
+
+def measure(fn, *, quick=False, repeat=None):
     """Warm up, then time ``fn()`` repeatedly; returns a ``Timing`` (ms)."""
-    estimate = warm_up(fn, calls=WARMUP_CALLS,
-                       budget_s=0.0 if quick else WARMUP_BUDGET_S) if warmup else 0.0
-    samples = []
-    for _ in range(plan_repeats(estimate, quick, repeat)):
-        t0 = time.perf_counter_ns()
-        fn()
-        samples.append(time.perf_counter_ns() - t0)
-    return _timing(samples)
+    result = measure_interleaved([_Plain(fn)], quick=quick, repeat=repeat, rounds=1)[0]
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
 def measure_interleaved(runners, *, quick=False, repeat=None, rounds=ROUNDS):

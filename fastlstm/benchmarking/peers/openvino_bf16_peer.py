@@ -6,6 +6,8 @@ On a CPU without bf16 instructions (no AVX512-BF16 or AMX: the plugin's
 float32, so there is no OpenVINO bf16 to compare with and the peer declines.
 """
 
+import functools
+
 from . import openvino_peer
 
 NAME = "openvino-bf16"
@@ -16,6 +18,7 @@ NO_BF16_NOTE = ("OpenVINO runs float32 on this CPU (its CPU plugin lists no BF16
                 "capability: no AVX512-BF16 or AMX), so it has no bf16 form here")
 
 
+@functools.lru_cache(maxsize=None)
 def cpu_has_bf16():
     """Whether OpenVINO's CPU plugin can infer in bf16 on this machine."""
     import openvino
