@@ -63,7 +63,8 @@ def _cython_kernel_only(layer, x_rows):
     out = np.zeros((1, 1, layer.hidden_size), np.float32)
     threads = fastlstm.get_num_threads()
     scratch = glue.KernelScratch(1, layer.hidden_size, layer.hidden_size, threads, False)
-    project_scratch = glue.ProjectScratch(layer.input_size, 4, threads) if glue._AMX_CPU else None
+    project_scratch = glue.ProjectScratch(layer.input_size, 4, threads,
+                                          int8=packed.w_ih.dtype == np.int8)
     plan = glue.sequence_plan(
         glue.kernel_mode("LSTM", packed.variant), xproj, 0, packed.directions[0], False, h_state,
         c_state, glue._DUMMY_MATRIX, n_active, False, 0, layer.hidden_size, layer.hidden_size, 1,

@@ -133,9 +133,9 @@ class _CythonEngine(_Engine):
             scratch = glue.KernelScratch(batch, self.hidden_size, hidden_out, num_threads,
                                          self.reset_before)
             fused = glue.fuses_input(gates, self.layers[0].w_ih.dtype.itemsize, batch)
-            project_scratch = (glue.ProjectScratch(input_size, gates, num_threads,
-                                                   batch if fused else 0)
-                               if glue._AMX_CPU else None)
+            project_scratch = glue.ProjectScratch(
+                input_size, gates, num_threads, batch if fused else 0,
+                int8=self.layers[0].w_ih.dtype == np.int8)
             threads, project_threads = glue.thread_split(step_flops, n_blk, n_steps, batch,
                                                          fused=fused)
             calls = []

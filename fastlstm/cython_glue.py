@@ -86,7 +86,9 @@ class CythonLayer:
     directions: tuple
     variant: Variant
     scale_ih: np.ndarray  # int8 column scales of w_ih, else None
-    w_ih_pairs: np.ndarray  # bf16/int8 on AMX CPUs: w_ih as bf16 in pair order, else None
+    w_ih_pairs: np.ndarray  # bf16/fp32 on AMX CPUs: w_ih in pair order, else None
+    w_ih_q: np.ndarray    # int8: w_ih in VNNI order (D*n_blk, K4, G*16, 4), else None
+    w_ih_sum: np.ndarray  # int8: its column sums (D*n_blk, G*16) int32, else None
 
 
 def _n_blocks(units):
@@ -177,13 +179,14 @@ def _pair_order(blocked):
 
 def _tile_weights(blocked, precision, input_weights=False):
     """Weights (n_blk, K, W) in the AMX tiles' pair order where this CPU has them: bf16
-    as they are; int8 as bf16 values (input weights only); fp32 as AMX_PARTS bf16 parts
-    summing to them, stacked on axis 1 (so 1.5x their bytes more), unless a weight is not
-    the sum of its parts (inf, NaN, near float32's limit), when fp32 stays on FMAs.
-    bf16 recurrent weights also where vdpbf16ps reads the same order.  Else None."""
+    as they are; fp32 as AMX_PARTS bf16 parts summing to them, stacked on axis 1 (so 1.5x
+    their bytes more), unless a weight is not the sum of its parts (inf, NaN, near
+    float32's limit), when fp32 stays on FMAs.  bf16 recurrent weights also where
+    vdpbf16ps reads the same order.  Else None (int8: its products are integer tiles,
+    wq)."""
     if precision == "bf16" and not input_weights and _BF16DP_CPU:
         return _pair_order(blocked)
-    if not _AMX_CPU or (precision == "int8" and not input_weights):
+    if not _AMX_CPU or precision == "int8":
         return None
     if precision != "fp32":
         return _pair_order(blocked)
@@ -230,6 +233,7 @@ def pack_layer(mode, hidden_size, proj_size, directions, variant, precision="fp3
         blocked.append(w)
         scale_ih.append(scale)
     w_ih = aligned(np.concatenate(blocked))
+    w_ih_q, w_ih_sum = _vnni_order(w_ih) if precision == "int8" else (None, None)
     return CythonLayer(
         w_ih=w_ih,
         bias=aligned(np.concatenate([_gather(d["bias"], rows) for d in directions]).astype(np.float32)),
@@ -238,6 +242,8 @@ def pack_layer(mode, hidden_size, proj_size, directions, variant, precision="fp3
         variant=variant,
         scale_ih=None if precision != "int8" else np.ascontiguousarray(np.concatenate(scale_ih)),
         w_ih_pairs=_tile_weights(w_ih, precision, input_weights=True),
+        w_ih_q=w_ih_q,
+        w_ih_sum=w_ih_sum,
     )
 
 
@@ -379,27 +385,38 @@ def sequence_plan(mode, xproj, xcol, direction, has_proj, h_state, c_state, h_fu
         blocks = slice(d * n_blk, (d + 1) * n_blk)
         width = layer.w_ih.shape[2]
         columns = slice(d * n_blk * width, (d + 1) * n_blk * width)
-        amx = _USE_AMX and layer.w_ih_pairs is not None and project_scratch is not None
+        amx = (_USE_AMX and layer.w_ih_pairs is not None and project_scratch is not None
+               and project_scratch.a16 is not None)
+        vnni = _USE_VNNI and layer.w_ih_q is not None
         _kernels.bind_projection(
             plan, layer.w_ih[blocks], layer.bias[columns],
             None if layer.scale_ih is None else layer.scale_ih[columns],
             layer.w_ih_pairs[blocks] if amx else None,
             project_scratch.a16 if amx else None, project_scratch.stage if amx else None,
-            fused)
+            fused, layer.w_ih_q[blocks] if vnni else None,
+            layer.w_ih_sum[blocks] if vnni else None,
+            None if project_scratch is None else project_scratch.q8)
     return plan
 
 
 class ProjectScratch:
-    """Per-thread scratch of the AMX input projection for inputs of up to k_max
-    columns and G gates: a panel of rows split in bf16 parts (kernels'
+    """Per-thread scratch of the input projection for inputs of up to k_max columns and
+    G gates.  On AMX CPUs (else None): a panel of rows split in bf16 parts (kernels'
     FL_AMX_PROJECT_A16_ROWS), or the ``batch`` rows of a fused step (fuses_input), and
-    its products."""
+    its products (a16, stage).  For int8 weights (``int8``, else None): a panel of rows
+    quantized (q8)."""
 
-    def __init__(self, k_max, gates, threads, batch=0):
+    def __init__(self, k_max, gates, threads, batch=0, int8=False):
         threads = max(1, threads)
-        rows = max(_kernels.amx_projection_scratch_rows(), _round_up(batch, AMX_ROWS))
-        self.a16 = aligned_zeros((threads, rows * _kernels.amx_row_elements(k_max)), np.uint16)
-        self.stage = aligned_zeros((threads, AMX_ROWS * gates * UNITS), np.float32)
+        self.a16 = self.stage = self.q8 = None
+        if _AMX_CPU:
+            rows = max(_kernels.amx_projection_scratch_rows(), _round_up(batch, AMX_ROWS))
+            self.a16 = aligned_zeros((threads, rows * _kernels.amx_row_elements(k_max)),
+                                     np.uint16)
+            self.stage = aligned_zeros((threads, AMX_ROWS * gates * UNITS), np.float32)
+        if int8:
+            self.q8 = aligned_zeros((threads, _round_up(_kernels.q8_scratch_bytes(k_max), 64)),
+                                    np.uint8)
 
 
 def fuses_input(gates, weight_bytes, batch):
@@ -416,10 +433,14 @@ def project(gates, layer, x, out, threads, scratch, batch):
     """out (N, D*n_blk*G*16) = x (N, K) @ layer's input weights + bias, blocked columns,
     x holding N / batch steps of ``batch`` rows; on AMX tiles where the CPU has them and
     ``scratch`` (a ProjectScratch) is given."""
-    amx = _USE_AMX and layer.w_ih_pairs is not None and scratch is not None
+    amx = (_USE_AMX and layer.w_ih_pairs is not None and scratch is not None
+           and scratch.a16 is not None)
+    vnni = _USE_VNNI and layer.w_ih_q is not None
     _kernels.project(gates, layer.w_ih, layer.bias, x, out, threads, batch, layer.scale_ih,
                      layer.w_ih_pairs if amx else None, scratch.a16 if amx else None,
-                     scratch.stage if amx else None)
+                     scratch.stage if amx else None, layer.w_ih_q if vnni else None,
+                     layer.w_ih_sum if vnni else None,
+                     None if scratch is None else scratch.q8)
 
 
 @dataclass
@@ -480,9 +501,8 @@ class _Workspace:
         self.step_threads, self.project_threads = thread_split(
             lane_flops, n_blk, n_steps, batch, 1 if self.layout == "team" else len(self.lanes),
             apart=self.layout == "rows", fused=self.fused)
-        self.project = (ProjectScratch(max(input_size, n_dirs * hidden_out), gates, self.threads,
-                                       batch if self.fused else 0)
-                        if _AMX_CPU else None)
+        self.project = ProjectScratch(max(input_size, n_dirs * hidden_out), gates, self.threads,
+                                      batch if self.fused else 0, int8=weight_bytes == 1)
         self.plans = {}  # id(packed layers) -> (packed layers, their SequencePlans)
 
     def set_lengths(self, lengths, n_steps):

@@ -7,10 +7,12 @@
 - int8: symmetric int8 weights with one float32 scale per output row
   (max |w| of the row / 127); the recurrent input h is quantized per row and step
   (max |h| / 127) so the recurrent product is an exact integer sum (vpdpbusd on
-  AVX512-VNNI); biases and the cell state stay float32.
-In both, the input projection multiplies x as the sum of its two leading bf16
-parts (16 significant bits) in calls of fewer than 16 sequences, and x rounded to
-bf16 (one part, as the peers do) from 16 (kernels/fastlstm_simd.h, FL_X_PARTS).
+  AVX512-VNNI, vpmaddubsw on AVX2); the input projection quantizes each row of x
+  the same way (kernels/fastlstm_simd.h, fl_project_q8_rows); biases and the cell
+  state stay float32.
+bf16's input projection multiplies x as the sum of its two leading bf16 parts (16
+significant bits) in calls of fewer than 16 sequences, and x rounded to bf16 (one
+part, as the peers do) from 16 (kernels/fastlstm_simd.h, FL_X_PARTS).
 Peephole weights, biases and states are float32 in every precision.
 """
 

@@ -36,6 +36,7 @@ cdef extern from "fastlstm_simd.h" nogil:
         FL_BF16DP_MAX_ROWS
         FL_VW
         FL_BF16_PAIRED
+        FL_Q8_PANEL_ROWS
     long fl_amx_lda16(long K2p)
     long FL_AMX_PROJECT_A16_ROWS(int w_parts)
     int FL_X_PARTS(long step_rows)
@@ -85,7 +86,7 @@ cdef extern from "fastlstm_simd.h" nogil:
     void fl_block_amx(int mode, long n_rows, const fl_block_args *args, float *scratch)
     void fl_block_bf16dp(int mode, long n_rows, const fl_block_args *args)
     int fl_cpu_supports_bf16dp()
-    void fl_project_amx(int G, const uint16_t *w_pairs, long K2p, int w_parts, const float *wscale,
+    void fl_project_amx(int G, const uint16_t *w_pairs, long K2p, int w_parts,
                         long n_blocks, long K, const float *bias, const float *x, long ldx,
                         float *out, long ldo, long row0, long row1, uint16_t *a16, float *stage,
                         int x_parts)
@@ -101,6 +102,18 @@ cdef extern from "fastlstm_simd.h" nogil:
                          long ldo, long row0, long row1, int x_parts)
     void fl_quantize_rows(const float *h, long ldh, long K, long rows, float *hq, long ldq,
                           uint8_t *hu8, long ldu, float *hscale)
+    long fl_q8_ldu(long K)
+    long fl_q8_scratch_bytes(long K)
+    void fl_q8_quantize_panel(const float *x, long ldx, long K, long rows, int as_bytes,
+                              uint8_t *scratch)
+    void fl_q8_panel_product(int G, const int8_t *w_blocks, const int8_t *wq,
+                             const int32_t *wsum, const float *wscale, long n_blocks, long K,
+                             const float *bias, const uint8_t *scratch, long rows, float *out,
+                             long ldo)
+    void fl_project_q8_rows(int G, const int8_t *w_blocks, const int8_t *wq,
+                            const int32_t *wsum, const float *wscale, long n_blocks, long K,
+                            const float *bias, const float *x, long ldx, float *out, long ldo,
+                            long row0, long row1, uint8_t *scratch)
     int fl_cpu_supports_vnni()
     unsigned fl_ftz_enter()
     void fl_ftz_exit(unsigned old)
@@ -141,6 +154,12 @@ ctypedef fused weight_t:
     float
     unsigned short
     signed char
+
+
+def q8_scratch_bytes(long K):
+    """Bytes of per-thread scratch int8's input projection needs for inputs of K columns
+    (a panel of rows quantized per row)."""
+    return fl_q8_scratch_bytes(K)
 
 
 def openmp_enabled():
@@ -292,7 +311,12 @@ ctypedef struct SeqArgs:
     float *p_stage          # (threads, p_stage_stride) AMX products of one panel
     long p_stage_stride
     int p_scratch_threads   # threads p_a16 and p_stage have rows for
-    int p_x_parts           # bf16, int8: x in FL_X_PARTS(step_rows) bf16 parts
+    int p_x_parts           # bf16: x in FL_X_PARTS(step_rows) bf16 parts
+    const int8_t *p_wq      # int8: p_w in VNNI order (n_blk, fl_q8_ldu(p_K) / 4, xwidth, 4),
+    const int32_t *p_wsum   # and its column sums (n_blk, xwidth), or NULL
+    uint8_t *p_q8           # int8: (p_q8_threads, p_q8_stride) x quantized a panel at a time
+    long p_q8_stride
+    int p_q8_threads
     bint fused_x            # bf16 on AMX: each step multiplies its x rows (row0 on) in the
                             # recurrent product's tiles (p_pairs, p_a16), no xproj
     int first_step_parity   # blocks run backwards at steps of this parity (see the loop)
@@ -354,6 +378,26 @@ cdef long _projection_pairs_k2(const uint16_t[:, :, :, ::1] w_pairs, int wt, lon
     return K2p
 
 
+cdef int _check_q8(str caller, long n_blocks, long width, long K, int n_threads, wq, wsum,
+                   q8_scratch) except -1:
+    """int8 projection arguments of ``caller``: q8_scratch (>= n_threads,
+    >= fl_q8_scratch_bytes(K)) uint8; wq (n_blocks, fl_q8_ldu(K) / 4, width, 4) int8 with
+    wsum (n_blocks, width) int32, or neither."""
+    if q8_scratch is None or q8_scratch.shape[0] < n_threads \
+            or q8_scratch.shape[1] < fl_q8_scratch_bytes(K) or q8_scratch.shape[1] % 4:
+        got = None if q8_scratch is None else tuple(q8_scratch.shape)[:2]
+        raise ValueError(f"{caller}: int8 needs q8_scratch of (>= {n_threads}, >= "
+                         f"{fl_q8_scratch_bytes(K)}) bytes (a multiple of 4), got {got}")
+    if (wq is None) != (wsum is None):
+        raise ValueError(f"{caller}: wq and wsum go together")
+    if wq is not None and (tuple(wq.shape)[:4] != (n_blocks, fl_q8_ldu(K) // 4, width, 4)
+                           or tuple(wsum.shape)[:2] != (n_blocks, width)):
+        raise ValueError(f"{caller}: wq, wsum: expected ({n_blocks}, {fl_q8_ldu(K) // 4}, "
+                         f"{width}, 4) and ({n_blocks}, {width}), got "
+                         f"{tuple(wq.shape)[:4]} and {tuple(wsum.shape)[:2]}")
+    return 0
+
+
 cdef inline long _block_at(long j, long b0, long b1, bint backwards) noexcept nogil:
     """The j-th block of [b0, b1), counted from b1 - 1 when ``backwards``."""
     return b1 - 1 - j if backwards else b0 + j
@@ -362,28 +406,41 @@ cdef inline long _block_at(long j, long b0, long b1, bint backwards) noexcept no
 cdef void _project_part(int G, int wt, const void *w, const float *wscale, const float *bias,
                        long K, long b0, long b1, const float *x, long ldx, float *out, long ldo,
                        long r0, long r1, const uint16_t *pairs, long K2p, uint16_t *a16,
-                       float *stage, int x_parts) noexcept nogil:
+                       float *stage, int x_parts, const int8_t *wq, const int32_t *wsum,
+                       uint8_t *q8) noexcept nogil:
     """out rows [r0, r1), columns of blocks [b0, b1) = x @ those blocks' weights + bias: on
     AMX tiles with ``pairs`` (the caller has configured the tiles), else FMAs.  w, wscale,
     bias, pairs and out point at block 0; ``a16``, ``stage`` are this thread's scratch;
-    bf16 and int8 weights multiply x in ``x_parts`` bf16 parts (FL_X_PARTS)."""
+    bf16 weights multiply x in ``x_parts`` bf16 parts (FL_X_PARTS).  int8 weights
+    multiply x quantized per row (fl_project_q8_rows: on integer tiles with wq and wsum,
+    at block 0 too, or NULL), ``q8`` this thread's scratch."""
     cdef long width = G * FL_U
     cdef const float *ws = wscale + b0 * width if wscale != NULL else NULL
     cdef int w_parts = _tile_parts(wt)
     cdef long r_tiles = r0  # rows [r0, r_tiles) on tiles, the rest on FMAs
     if b1 <= b0 or r1 <= r0:
         return
+    if wt == 2:
+        fl_project_q8_rows(G, <const int8_t *>w + b0 * K * width,
+                           wq + b0 * fl_q8_ldu(K) * width if wq != NULL else NULL,
+                           wsum + b0 * width if wq != NULL else NULL, ws, b1 - b0, K,
+                           bias + b0 * width, x, ldx, out + b0 * width, ldo, r0, r1, q8)
+        return
     if pairs != NULL and wt != 0:
         r_tiles = r1
     elif pairs != NULL and r1 - r0 >= FL_AMX_F32_PROJECT_ROWS:  # fp32: whole tile pairs
         r_tiles = r0 + (r1 - r0) // FL_AMX_ROWS * FL_AMX_ROWS
     if r_tiles > r0:
-        fl_project_amx(G, pairs + b0 * w_parts * K2p * width * 2, K2p, w_parts, ws, b1 - b0, K,
+        fl_project_amx(G, pairs + b0 * w_parts * K2p * width * 2, K2p, w_parts, b1 - b0, K,
                        bias + b0 * width, x, ldx, out + b0 * width, ldo, r0, r_tiles, a16, stage,
                        x_parts)
     if r1 > r_tiles:
         fl_project_rows(G, wt, _weights(wt, w, b0 * K * width), ws, b1 - b0, K,
                         bias + b0 * width, x, ldx, out + b0 * width, ldo, r_tiles, r1, x_parts)
+
+
+cdef inline uint8_t *_q8_scratch(const SeqArgs *s, int slot) noexcept nogil:
+    return s.p_q8 + slot * s.p_q8_stride if s.p_q8 != NULL else NULL
 
 
 cdef inline void _project_own_blocks(const SeqArgs *s, long b0, long b1, int slot) noexcept nogil:
@@ -392,7 +449,30 @@ cdef inline void _project_own_blocks(const SeqArgs *s, long b0, long b1, int slo
     _project_part(s.xwidth // FL_U, s.wt, s.p_w, s.p_scale, s.p_bias, s.p_K, b0, b1, s.p_x,
                   s.p_ldx, s.xproj + s.xcol, s.ldx, 0, s.p_rows, s.p_pairs if tiles else NULL,
                   s.p_K2p, s.p_a16 + slot * s.p_a16_stride if tiles else NULL,
-                  s.p_stage + slot * s.p_stage_stride if tiles else NULL, s.p_x_parts)
+                  s.p_stage + slot * s.p_stage_stride if tiles else NULL, s.p_x_parts,
+                  s.p_wq, s.p_wsum, _q8_scratch(s, slot))
+
+
+cdef inline void _project_block(const SeqArgs *s, long blk, int slot) noexcept nogil:
+    """xproj columns of block blk (a one-step call projecting block by block); int8's rows
+    were quantized before the step (_quantize_projected_rows)."""
+    cdef long width = s.xwidth
+    if s.wt != 2:
+        _project_own_blocks(s, blk, blk + 1, slot)
+        return
+    fl_q8_panel_product(width // FL_U, <const int8_t *>s.p_w + blk * s.p_K * width,
+                        s.p_wq + blk * fl_q8_ldu(s.p_K) * width if s.p_wq != NULL else NULL,
+                        s.p_wsum + blk * width if s.p_wq != NULL else NULL,
+                        s.p_scale + blk * width, 1, s.p_K, s.p_bias + blk * width,
+                        _q8_scratch(s, slot), s.p_rows, s.xproj + s.xcol + blk * width, s.ldx)
+
+
+cdef inline void _quantize_projected_rows(const SeqArgs *s, int slot) noexcept nogil:
+    """int8, a one-step call projecting block by block: its (<= FL_Q8_PANEL_ROWS) rows of x
+    quantized once for every block."""
+    if s.wt == 2:
+        fl_q8_quantize_panel(s.p_x, s.p_ldx, s.p_K, s.p_rows, s.p_wq != NULL,
+                             _q8_scratch(s, slot))
 
 
 cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier, int tid, int n_threads,
@@ -450,10 +530,13 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier, int tid,
     # projected just before its step, so the step reads W_ih and W_hh block by block
     # (and backwards on alternate calls, below).
     cdef bint project_per_block = (s.p_rows and s.n_steps == 1 and not _project_on_tiles(s)
-                                   and not s.fused_x)
+                                   and not s.fused_x
+                                   and (s.wt != 2 or s.p_rows <= FL_Q8_PANEL_ROWS))
     cdef uint16_t *x16 = s.p_a16 + slot * s.p_a16_stride if s.fused_x and amx else NULL
     if s.p_rows and not project_per_block and not s.fused_x:
         _project_own_blocks(s, b0, b1, slot)
+    if project_per_block:
+        _quantize_projected_rows(s, slot)
     memset(&a, 0, sizeof(a))
     a.wt = s.wt
     a.coupled = s.coupled
@@ -497,7 +580,7 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier, int tid,
         for j in range(b1 - b0):
             blk = _block_at(j, b0, b1, backwards)
             if project_per_block:
-                _project_own_blocks(s, blk, blk + 1, slot)
+                _project_block(s, blk, slot)
             a.w = _weights(s.wt, s.w_hh, blk * s.K * s.width)
             a.wscale = s.scale_hh + blk * s.width if s.scale_hh != NULL else NULL
             a.K = s.K
@@ -775,7 +858,9 @@ def run_side_by_side(SequencePlan first not None, SequencePlan second not None, 
         raise ValueError("run_side_by_side: the plans share their state, columns or rows")
     if (s1.scratch_threads < 2 * team or s2.scratch_threads < 2 * team
             or (s1.p_pairs != NULL and s1.p_scratch_threads < 2 * team)
-            or (s2.p_pairs != NULL and s2.p_scratch_threads < 2 * team)):
+            or (s2.p_pairs != NULL and s2.p_scratch_threads < 2 * team)
+            or (s1.p_q8 != NULL and s1.p_q8_threads < 2 * team)
+            or (s2.p_q8 != NULL and s2.p_q8_threads < 2 * team)):
         raise ValueError(f"run_side_by_side: scratch for {2 * team} threads needed")
     first._begin(&s1, x, out, h0, c0, h_n, c_n, first_state)
     second._begin(&s2, x, out, h0, c0, h_n, c_n, second_state)
@@ -1088,7 +1173,8 @@ def bind_sequence(SequencePlan plan, int mode, float[:, :, ::1] xproj, long xcol
 def bind_projection(SequencePlan plan, const weight_t[:, :, ::1] w_blocks, const float[::1] bias,
                     const float[::1] scale=None, const uint16_t[:, :, :, ::1] w_pairs=None,
                     uint16_t[:, ::1] a16_scratch=None, float[:, ::1] stage=None,
-                    bint fused=False):
+                    bint fused=False, const int8_t[:, :, :, ::1] wq=None,
+                    const int32_t[:, ::1] wsum=None, uint8_t[:, ::1] q8_scratch=None):
     """Have ``plan``'s team run the input projection before the steps (``plan.run(x, out)``).
 
     w_blocks (n_blk, I, X) IN     this direction's input weights, blocked, X = the
@@ -1102,6 +1188,8 @@ def bind_projection(SequencePlan plan, const weight_t[:, :, ::1] w_blocks, const
                                   of the rows) to bf16 in a16_scratch, which must hold
                                   B_pad rows, and multiplies them in the tiles of its
                                   recurrent product
+    wq, wsum, q8_scratch          int8 (required: q8_scratch): as for ``project``, for the
+                                  plan's threads (2 * its team's run side by side)
     """
     cdef SeqArgs *s = &plan.s
     cdef int wt = 0 if weight_t is float else (1 if weight_t is cython.ushort else 2)
@@ -1124,7 +1212,20 @@ def bind_projection(SequencePlan plan, const weight_t[:, :, ::1] w_blocks, const
     s.p_scale = &scale[0] if scale is not None else NULL
     s.p_x_parts = FL_X_PARTS(s.step_rows)
     s.p_pairs = NULL
-    if w_pairs is not None and fl_amx_usable():
+    s.p_wq = NULL
+    s.p_wsum = NULL
+    s.p_q8 = NULL
+    s.p_q8_threads = 0
+    if wt == 2:
+        _check_q8("bind_projection", s.n_blk, s.xwidth, s.p_K, plan.n_threads, wq, wsum,
+                  q8_scratch)
+        if wq is not None and fl_cpu_supports_vnni():
+            s.p_wq = &wq[0, 0, 0, 0]
+            s.p_wsum = &wsum[0, 0]
+        s.p_q8 = &q8_scratch[0, 0]
+        s.p_q8_stride = q8_scratch.shape[1]
+        s.p_q8_threads = q8_scratch.shape[0]
+    elif w_pairs is not None and fl_amx_usable():
         s.p_K2p = _projection_pairs_k2(w_pairs, wt, s.n_blk, s.xwidth, s.p_K, a16_scratch,
                                        stage, plan.n_threads)
         if s.p_K2p == 0:
@@ -1146,14 +1247,16 @@ def bind_projection(SequencePlan plan, const weight_t[:, :, ::1] w_blocks, const
                              f"{fl_amx_lda16(s.p_K2p)} per thread for fused, got "
                              f"{a16_scratch.shape[1]} elements")
         s.fused_x = True
-    plan.projection_refs = [w_blocks, bias, scale, w_pairs, a16_scratch, stage]
+    plan.projection_refs = [w_blocks, bias, scale, w_pairs, a16_scratch, stage, wq, wsum,
+                            q8_scratch]
 
 
 cdef void _project_thread(int G, int wt, const void *w, const float *wscale, long n_blocks, long K,
                           const float *bias, const float *x, long ldx, float *out, long ldo,
                           long n_rows, const uint16_t *w_pairs, long K2p, uint16_t *a16,
                           long a16_stride, float *stage, long stage_stride,
-                          int x_parts) noexcept nogil:
+                          int x_parts, const int8_t *wq, const int32_t *wsum, uint8_t *q8,
+                          long q8_stride) noexcept nogil:
     cdef long lo, hi
     cdef int tid = fl_thread_id()
     cdef long tile = FL_AMX_ROWS if w_pairs != NULL else FL_MAX_ROWS
@@ -1167,32 +1270,40 @@ cdef void _project_thread(int G, int wt, const void *w, const float *wscale, lon
     if hi > lo and w_pairs != NULL:
         fl_amx_begin()
         _project_part(G, wt, w, wscale, bias, K, 0, n_blocks, x, ldx, out, ldo, lo, hi, w_pairs,
-                      K2p, a16 + tid * a16_stride, stage + tid * stage_stride, x_parts)
+                      K2p, a16 + tid * a16_stride, stage + tid * stage_stride, x_parts, NULL,
+                      NULL, NULL)
         fl_amx_end()
     elif hi > lo:
         _project_part(G, wt, w, wscale, bias, K, 0, n_blocks, x, ldx, out, ldo, lo, hi, NULL, 0,
-                      NULL, NULL, x_parts)
+                      NULL, NULL, x_parts, wq, wsum, q8 + tid * q8_stride if q8 != NULL else NULL)
     fl_ftz_exit(csr)
 
 
 def project(int gates, const weight_t[:, :, ::1] w_blocks, const float[::1] bias,
             const float[:, ::1] x, float[:, ::1] out, int n_threads, long step_rows,
             const float[::1] scale=None, const uint16_t[:, :, :, ::1] w_pairs=None,
-            uint16_t[:, ::1] a16_scratch=None, float[:, ::1] stage=None):
+            uint16_t[:, ::1] a16_scratch=None, float[:, ::1] stage=None,
+            const int8_t[:, :, :, ::1] wq=None, const int32_t[:, ::1] wsum=None,
+            uint8_t[:, ::1] q8_scratch=None):
     """out (N, >= n_blocks*G*16) = x (N, K) @ blocked weights (* scale) + bias; out's
     columns past n_blocks*G*16 are left as they are.  x holds steps of step_rows rows
     (the batch; N a multiple of it).
 
     w_blocks (n_blocks, K, G*16) float32, uint16 (bfloat16 bits) or int8 IN;
     bias and scale (int8 column scales) (n_blocks*G*16,) IN; out OUT.
-    bf16 and int8 weights multiply x as the sum of its leading bf16 parts on every path
-    (see bf16_parts_sum): one part from 16 rows a step (FL_X_PARTS), else AMX_X_PARTS.
+    bf16 weights multiply x as the sum of its leading bf16 parts on every path (see
+    bf16_parts_sum): one part from 16 rows a step (FL_X_PARTS), else AMX_X_PARTS.
     With w_pairs (n_blocks, K2, G*16, 2) (the same weights as bfloat16 bits in pair
     order, 2*K2 = K rounded up to a multiple of 32), a16_scratch (threads,
     amx_projection_scratch_rows() * amx_row_elements(K)) and stage (threads, 32*G*16),
     and at least 16 rows on a CPU with AMX, the product runs on AMX tiles with x split in
     those parts (fp32 weights: x in AMX_PARTS parts, from FL_AMX_F32_PROJECT_ROWS rows a
     thread).
+    int8 weights multiply x quantized per row (symmetric, max|x| / 127, as h in the
+    steps), in q8_scratch (threads, >= q8_scratch_bytes(K)) uint8 (required); with wq
+    (n_blocks, K4, G*16, 4) int8 (the same weights, 4 consecutive k of a column adjacent,
+    4*K4 = K rounded up to a multiple of 64) and wsum (n_blocks, G*16) int32 (their
+    column sums) on integer tiles where the CPU has them: the same results.
     """
     cdef long n_rows = x.shape[0]
     cdef int wt = 0 if weight_t is float else (1 if weight_t is cython.ushort else 2)
@@ -1222,7 +1333,18 @@ def project(int gates, const weight_t[:, :, ::1] w_blocks, const float[::1] bias
     if step_rows < 1 or n_rows % step_rows != 0:
         raise ValueError(f"step_rows: expected a positive divisor of x's {n_rows} rows, "
                          f"got {step_rows}")
-    if w_pairs is not None and n_rows >= FL_AMX_MIN_ROWS and fl_amx_usable():
+    cdef const int8_t *wq_p = NULL
+    cdef const int32_t *wsum_p = NULL
+    cdef uint8_t *q8 = NULL
+    cdef long q8_stride = 0
+    if wt == 2:
+        _check_q8("project", n_blocks, gates * FL_U, K, n_threads, wq, wsum, q8_scratch)
+        if wq is not None and fl_cpu_supports_vnni():
+            wq_p = &wq[0, 0, 0, 0]
+            wsum_p = &wsum[0, 0]
+        q8 = &q8_scratch[0, 0]
+        q8_stride = q8_scratch.shape[1]
+    elif w_pairs is not None and n_rows >= FL_AMX_MIN_ROWS and fl_amx_usable():
         K2p = _projection_pairs_k2(w_pairs, wt, n_blocks, gates * FL_U, K, a16_scratch, stage,
                                    n_threads)
         if K2p == 0:
@@ -1235,8 +1357,10 @@ def project(int gates, const weight_t[:, :, ::1] w_blocks, const float[::1] bias
     if n_threads <= 1:
         with nogil:
             _project_thread(gates, wt, w, ws, n_blocks, K, b, xp, ldx, op, ldo, n_rows,
-                            pairs, K2p, a16, a16_stride, st, stage_stride, x_parts)
+                            pairs, K2p, a16, a16_stride, st, stage_stride, x_parts, wq_p, wsum_p,
+                            q8, q8_stride)
     else:
         with nogil, parallel(num_threads=n_threads):
             _project_thread(gates, wt, w, ws, n_blocks, K, b, xp, ldx, op, ldo, n_rows,
-                            pairs, K2p, a16, a16_stride, st, stage_stride, x_parts)
+                            pairs, K2p, a16, a16_stride, st, stage_stride, x_parts, wq_p, wsum_p,
+                            q8, q8_stride)

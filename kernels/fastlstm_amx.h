@@ -1,5 +1,5 @@
-/* AMX tile products of the Cython backend: bf16 and int8 weights at batch >= 16
- * and in the input projection, and fp32 weights as three bf16 parts (fl_amx_gates's
+/* AMX tile products of the Cython backend: bf16 and int8 recurrent weights at batch
+ * >= 16, bf16 input projections, and fp32 weights as three bf16 parts (fl_amx_gates's
  * b_parts) at batch >= 32 and in projections of >= 64 rows.  Included by
  * fastlstm_simd.h; compiled into the AVX-512 module only, and entered only when
  * fl_amx_usable() says the CPU has AMX-BF16/INT8 and Linux granted the tile state

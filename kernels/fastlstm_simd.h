@@ -53,13 +53,13 @@
 #define FL_AMX_MIN_ROWS 16
 /* fp32 weights and activations on AMX: three bf16 parts each (see FL_AMX_F32_MIN_ROWS) */
 #define FL_AMX_PARTS 3
-/* x, the input projection's activations of bf16 and int8 weights, in two bf16 parts
+/* x, the input projection's activations of bf16 weights, in two bf16 parts
  * (16 significant bits, a relative change of at most 2^-17 against the 2^-9 of the
  * weights' rounding) below FL_X_ONE_PART_ROWS rows a step, else in one (x rounded to
  * bf16, as the peers multiply).  Two parts against three: 1 thread, median ms (AMX),
  * builds alternated: bf16 LSTM 256/256 batch 64 x 100 steps 22.8 -> 17.6-18.4, GRU
- * 15.1 -> 12.2; lat_med bf16 0.667-0.704 -> 0.584-0.586, int8 0.426-0.427 ->
- * 0.355-0.358.  One part everywhere raised step1's error to torch-bf16's (1.0e-3 vs
+ * 15.1 -> 12.2; lat_med bf16 0.667-0.704 -> 0.584-0.586 (int8, which then took x in
+ * parts too, 0.426-0.427 -> 0.355-0.358).  One part everywhere raised step1's error to torch-bf16's (1.0e-3 vs
  * 1.0e-3 in `fastlstm bench --precision bf16`, 7.3e-4 with two), so batches of a few
  * rows keep two; at batch 64, where the projection's tile products bound the run,
  * one part took thr_med on 1 thread from 0.81x torch-bf16 to 0.99x (same-run bench),
@@ -607,6 +607,42 @@ FL_INLINE void fl_scale(const int G, const int R, const float *wscale,
         for (int j = 0; j < G * FL_NH; j++) acc[r][j] *= v_load(wscale + j * FL_VW);
 }
 
+/* The largest |x[k]| of a row of K floats (0 for none; NaN never wins, as in a
+ * scalar loop of m > peak) */
+FL_INLINE float fl_row_peak(const float *x, long K)
+{
+    vf peaks = v_splat(0.0f);
+    long k = 0;
+    for (; k + FL_VW <= K; k += FL_VW) {
+        const vf v = v_load(x + k);
+        const vf m = v_select(v < 0.0f, -v, v);
+        peaks = v_select(m > peaks, m, peaks);
+    }
+    float peak = 0.0f;
+    for (int i = 0; i < FL_VW; i++) peak = peaks[i] > peak ? peaks[i] : peak;
+    for (; k < K; k++) {
+        const float m = x[k] < 0 ? -x[k] : x[k];
+        peak = m > peak ? m : peak;
+    }
+    return peak;
+}
+
+/* FL_VW integer-valued floats in [-127, 127], each + 128, as bytes at u */
+FL_INLINE void fl_store_u8(uint8_t *u, vf q)
+{
+#if defined(__AVX512F__)
+    const __m512i i = _mm512_add_epi32(_mm512_cvtps_epi32((__m512)q), _mm512_set1_epi32(128));
+    _mm_storeu_si128((__m128i *)u, _mm512_cvtepi32_epi8(i));
+#elif defined(__AVX2__)
+    const __m256i i = _mm256_cvtps_epi32((__m256)q);
+    const __m128i words = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+    const __m128i bytes = _mm_xor_si128(_mm_packs_epi16(words, words), _mm_set1_epi8((char)0x80));
+    _mm_storel_epi64((__m128i *)u, bytes);
+#else
+    for (int i = 0; i < FL_VW; i++) u[i] = (uint8_t)((int)q[i] + 128);
+#endif
+}
+
 /* int8 layers quantize the recurrent input h per step and per row, symmetric:
  * scale = max|h| / 127, q = rint(h / scale) in [-127, 127].  The product q . w_q is
  * then an exact integer: vpdpbusd computes it where the CPU has AVX512-VNNI
@@ -619,7 +655,9 @@ FL_INLINE void fl_scale(const int G, const int R, const float *wscale,
  * h quantized, 4.4e-3 without: the weights' rounding dominates.  fp-contract off:
  * h * inverse is rounded to float before the rounding to an integer on every build
  * (an FMA, where the build has one, would round the exact product and decide a
- * near-tie otherwise than the baseline build). */
+ * near-tie otherwise than the baseline build).  The input projection quantizes each
+ * row of x the same way (fl_project_q8_rows).  Out: q as floats (hq, or NULL), q + 128
+ * as bytes padded with 128 (q = 0) to ldu (hu8, or NULL), each row's scale (hscale). */
 __attribute__((optimize("fp-contract=off")))
 static void fl_quantize_rows(const float *h, long ldh, long K, long rows, float *hq, long ldq,
                              uint8_t *hu8, long ldu, float *hscale)
@@ -627,30 +665,27 @@ static void fl_quantize_rows(const float *h, long ldh, long K, long rows, float 
     const vf shifter = v_splat(12582912.0f);
     for (long r = 0; r < rows; r++) {
         const float *x = h + r * ldh;
-        float peak = 0.0f;
-        for (long k = 0; k < K; k++) {
-            const float m = x[k] < 0 ? -x[k] : x[k];
-            peak = m > peak ? m : peak;
-        }
+        const float peak = fl_row_peak(x, K);
         const float scale = peak > 0.0f ? peak / 127.0f : 1.0f;
         const float inverse = 1.0f / scale;
-        float *q = hq + r * ldq;
+        float *q = hq ? hq + r * ldq : NULL;
         uint8_t *u = hu8 ? hu8 + r * ldu : NULL;
         long k = 0;
         for (; k + FL_VW <= K; k += FL_VW) {
             vf v = (v_load(x + k) * inverse + shifter) - shifter;  /* round half to even */
             v = v_select(v > 127.0f, v_splat(127.0f), v);
             v = v_select(v < -127.0f, v_splat(-127.0f), v);
-            v_store(q + k, v);
+            if (q) v_store(q + k, v);
+            if (u) fl_store_u8(u + k, v);
         }
         for (; k < K; k++) {
             float v = (x[k] * inverse + 12582912.0f) - 12582912.0f;
-            q[k] = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
+            v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
+            if (q) q[k] = v;
+            if (u) u[k] = (uint8_t)((int)v + 128);
         }
-        if (u) {
-            for (k = 0; k < K; k++) u[k] = (uint8_t)((int)q[k] + 128);
+        if (u)
             for (; k < ldu; k++) u[k] = 128;
-        }
         hscale[r] = scale;
     }
 }
@@ -1165,6 +1200,111 @@ static void fl_project_rows(int G, int wt, const void *w_blocks, const float *ws
     }
 }
 
+/* int8's input projection quantizes each row of x as the recurrent product quantizes h
+ * (fl_quantize_rows: symmetric, its own scale max|x| / 127), so the products are exact
+ * integer sums, on the integer tiles of fl_tile_vnni where wq is given, else as sums of
+ * integer-valued floats against the widened weights (K chunks of fl_chunk_product), then
+ * times each column's and each row's scale, plus the bias, as the recurrent product.
+ * The peers quantize x as well: PyTorch's dynamic int8 per tensor (7 bits); ONNX
+ * Runtime's per tensor.  Against x rounded to bf16 times weights widened to float32
+ * (Zen 3, 1 thread, AVX2, min of 20 ms): 6400 x 256 @ 256 x 1024 63.9 -> 41.0, 50 x 1024 @
+ * 1024 x 4096 (x in two bf16 parts) 9.5 -> 4.1.
+ * Rows are quantized a panel of FL_Q8_PANEL_ROWS at a time, each row once for all blocks,
+ * into per-thread scratch of fl_q8_scratch_bytes(K): the panel's scales, then its rows as
+ * bytes (q + 128, rows of fl_q8_ldu(K)) or, without wq, as floats (rows of K). */
+#define FL_Q8_PANEL_ROWS 32
+static inline long fl_q8_ldu(long K) { return (K + 63) / 64 * 64; }
+static inline long fl_q8_scratch_bytes(long K)
+{
+    const long row = fl_q8_ldu(K) > 4 * K ? fl_q8_ldu(K) : 4 * K;
+    return FL_Q8_PANEL_ROWS * ((long)sizeof(float) + row);
+}
+
+/* R rows of G*FL_NH vectors: acc times the column scales ws, times each row's scale
+ * xscale[r], plus the bias, to o (stride ldo) */
+FL_INLINE void fl_q8_store(int G, int R, vf acc[FL_MAX_ROWS][FL_ACC], const float *ws,
+                           const float *xscale, const float *bias, float *o, long ldo)
+{
+    fl_scale(G, R, ws, acc);
+    fl_row_scale(G, R, xscale, acc);
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < G * FL_NH; j++)
+            v_store(o + r * ldo + j * FL_VW, acc[r][j] + v_load(bias + j * FL_VW));
+}
+
+/* Quantizes ``rows`` (<= FL_Q8_PANEL_ROWS) rows of x (K columns, stride ldx) into
+ * scratch: as bytes when ``as_bytes`` (for wq), else as floats. */
+static void fl_q8_quantize_panel(const float *x, long ldx, long K, long rows, int as_bytes,
+                                 uint8_t *scratch)
+{
+    float *xscale = (float *)scratch;
+    uint8_t *data = scratch + FL_Q8_PANEL_ROWS * sizeof(float);
+    fl_quantize_rows(x, ldx, K, rows, as_bytes ? NULL : (float *)data, K,
+                     as_bytes ? data : NULL, fl_q8_ldu(K), xscale);
+}
+
+/* out (rows, ldo) = the quantized panel in scratch (fl_q8_quantize_panel, as bytes when
+ * wq is given) @ n_blocks blocks of int8 weights, times the column scales wscale and
+ * the rows' scales, plus bias.  w_blocks (n_blocks, K, G*16); wq the same weights
+ * (n_blocks, fl_q8_ldu(K) / 4, G*16, 4) and wsum their column sums (n_blocks, G*16), or
+ * NULL; wscale, bias (n_blocks * G*16,); out at block 0's columns. */
+static void fl_q8_panel_product(int G, const int8_t *w_blocks, const int8_t *wq,
+                                const int32_t *wsum, const float *wscale, long n_blocks,
+                                long K, const float *bias, const uint8_t *scratch, long rows,
+                                float *out, long ldo)
+{
+    const long width = (long)G * FL_U, ldu = fl_q8_ldu(K);
+    const float *xscale = (const float *)scratch;
+    const uint8_t *data = scratch + FL_Q8_PANEL_ROWS * sizeof(float);
+    vf acc[FL_MAX_ROWS][FL_ACC];
+    for (long blk = 0; blk < n_blocks; blk++) {
+        const float *ws = wscale + blk * width, *b = bias + blk * width;
+        float *o = out + blk * width;
+#if FL_HAVE_VNNI
+        if (wq) {
+            const long T = fl_vnni_tile_rows(G);
+            for (long r0 = 0; r0 < rows; r0 += T) {
+                const int R = rows - r0 < T ? (int)(rows - r0) : (int)T;
+                fl_tile_vnni(G, R, wq + blk * ldu * width, wsum + blk * width,
+                             data + r0 * ldu, ldu, (K + 3) / 4, acc);
+                fl_q8_store(G, R, acc, ws, xscale + r0, b, o + r0 * ldo, ldo);
+            }
+            continue;
+        }
+#else
+        (void)wq;
+        (void)wsum;
+#endif
+        const float *xq = (const float *)data;
+        for (long k0 = 0; k0 < K; k0 += FL_KCHUNK) {
+            const long kc = K - k0 < FL_KCHUNK ? K - k0 : FL_KCHUNK;
+            fl_chunk_product(G, FL_I8, w_blocks + (blk * K + k0) * width, NULL, NULL, xq + k0, K,
+                             o, ldo, rows, k0, kc, 0);
+        }
+        for (long r0 = 0; r0 < rows; r0 += FL_MAX_ROWS) {
+            const int R = rows - r0 < FL_MAX_ROWS ? (int)(rows - r0) : FL_MAX_ROWS;
+            fl_acc_load(R, G * FL_NH, o + r0 * ldo, ldo, 1, acc);
+            fl_q8_store(G, R, acc, ws, xscale + r0, b, o + r0 * ldo, ldo);
+        }
+    }
+}
+
+/* int8's input projection of rows [row0, row1): out (, ldo) = x (, ldx) quantized per row
+ * @ the blocks' weights (see fl_q8_panel_product), a panel at a time; scratch: this
+ * thread's fl_q8_scratch_bytes(K). */
+static void fl_project_q8_rows(int G, const int8_t *w_blocks, const int8_t *wq,
+                               const int32_t *wsum, const float *wscale, long n_blocks, long K,
+                               const float *bias, const float *x, long ldx, float *out, long ldo,
+                               long row0, long row1, uint8_t *scratch)
+{
+    for (long p0 = row0; p0 < row1; p0 += FL_Q8_PANEL_ROWS) {
+        const long rows = row1 - p0 < FL_Q8_PANEL_ROWS ? row1 - p0 : FL_Q8_PANEL_ROWS;
+        fl_q8_quantize_panel(x + p0 * ldx, ldx, K, rows, wq != NULL, scratch);
+        fl_q8_panel_product(G, w_blocks, wq, wsum, wscale, n_blocks, K, bias, scratch, rows,
+                            out + p0 * ldo, ldo);
+    }
+}
+
 #if FL_HAVE_AMX
 /* One block on AMX: the products into scratch (rows padded to 16 up to 16 rows, else
  * to FL_AMX_ROWS; G*16 columns), then the pointwise update of n_rows rows.  int8 takes
@@ -1200,8 +1340,8 @@ static void fl_block_amx(int mode, long n_rows, const fl_block_args *args, float
 }
 
 /* The input projection on AMX: out rows [row0, row1) = x @ w + bias, x split in
- * x_parts bf16 parts (FL_X_PARTS), weights in pair order (n_blocks, K2p, G*16, 2) (bf16,
- * or int8 values, exact in bf16, with their column scales wscale).
+ * x_parts bf16 parts (FL_X_PARTS), weights in pair order (n_blocks, K2p, G*16, 2) (bf16;
+ * int8's projection quantizes x and runs on integer vectors, fl_project_q8_rows).
  * a16: FL_AMX_PROJECT_A16_ROWS(w_parts) * fl_amx_lda16(K2p) bf16 and stage:
  * FL_AMX_ROWS * G*16 floats of scratch.
  * fp32 (w_parts = FL_AMX_PARTS: w_pairs holds each block's three parts, (3, K2p, G*16, 2)):
@@ -1211,13 +1351,13 @@ static void fl_block_amx(int mode, long n_rows, const fl_block_args *args, float
  * caller now keeps fewer than FL_AMX_F32_PROJECT_ROWS rows on FMAs.  With it and the
  * recurrent products on tiles, LSTM 256/256 batch 64 x 100 steps, 1 thread: 43.2-46.4
  * ms on FMAs -> 37.0; GRU 33.6-35.2 -> 28.9; LSTM 512/512 171.5-177.6 -> 152.
- * Whole tile pairs of rows of unscaled (bf16) weights start their tiles from the bias
+ * Whole tile pairs of rows start their tiles from the bias
  * and store them straight into out; the rest go through stage.  Without the stage
  * pass, bf16 256/256, batch 64 x 100 steps, median ms, builds alternated 6 times:
  * LSTM 1 thread 17.3-17.9 -> 16.6-17.4, 2 threads 12.2-12.7 -> 11.2-12.3; GRU 1
  * thread 12.2 -> 11.5. */
 static void fl_project_amx(int G, const uint16_t *w_pairs, long K2p, int w_parts,
-                           const float *wscale, long n_blocks, long K, const float *bias,
+                           long n_blocks, long K, const float *bias,
                            const float *x, long ldx, float *out, long ldo, long row0, long row1,
                            uint16_t *a16, float *stage, int x_parts)
 {
@@ -1232,23 +1372,21 @@ static void fl_project_amx(int G, const uint16_t *w_pairs, long K2p, int w_parts
         fl_bf16_split_rows(x + p0 * ldx, ldx, K, n, a16, part, x_parts, lda);
         for (long blk = 0; blk < n_blocks; blk++) {
             const uint8_t *w = (const uint8_t *)(w_pairs + blk * w_parts * K2p * width * 2);
-            const long n_direct = wscale ? 0 : n / FL_AMX_ROWS * FL_AMX_ROWS;
+            const long n_direct = n / FL_AMX_ROWS * FL_AMX_ROWS;
             if (n_direct)
                 fl_amx_gates(G, n_direct, 0, (const uint8_t *)a16, lda * 2, part * 2, x_parts,
                              K2p / 16, w, w_parts, K2p * width * 4, NULL, bias + blk * width,
                              out + p0 * ldo + blk * width, ldo);
-            /* int8's scales, or the last rows short of a tile pair: FL_AMX_ROWS at a
-             * time through stage (the split rows past n are in a16, not stored) */
+            /* the last rows short of a tile pair: FL_AMX_ROWS at a time through stage
+             * (the split rows past n are in a16, not stored) */
             for (long s0 = n_direct; s0 < n; s0 += FL_AMX_ROWS) {
                 fl_amx_gates(G, FL_AMX_ROWS, 0, (const uint8_t *)(a16 + s0 * lda), lda * 2,
                              part * 2, x_parts, K2p / 16, w, w_parts, K2p * width * 4, NULL, NULL,
                              stage, width);
                 for (long r = 0; r < FL_AMX_ROWS && s0 + r < n; r++)
                     for (long c = 0; c < width; c += FL_U) {
-                        v16 v = v_load(stage + r * width + c);
-                        if (wscale) v *= v_load(wscale + blk * width + c);
                         v_store(out + (p0 + s0 + r) * ldo + blk * width + c,
-                                v + v_load(bias + blk * width + c));
+                                v_load(stage + r * width + c) + v_load(bias + blk * width + c));
                     }
             }
         }
@@ -1262,11 +1400,11 @@ static void fl_block_amx(int mode, long n_rows, const fl_block_args *args, float
     (void)mode; (void)n_rows; (void)args; (void)scratch;
 }
 static void fl_project_amx(int G, const uint16_t *w_pairs, long K2p, int w_parts,
-                           const float *wscale, long n_blocks, long K, const float *bias,
+                           long n_blocks, long K, const float *bias,
                            const float *x, long ldx, float *out, long ldo, long row0, long row1,
                            uint16_t *a16, float *stage, int x_parts)
 {
-    (void)G; (void)w_pairs; (void)K2p; (void)w_parts; (void)wscale; (void)n_blocks; (void)K;
+    (void)G; (void)w_pairs; (void)K2p; (void)w_parts; (void)n_blocks; (void)K;
     (void)bias; (void)x; (void)ldx; (void)out; (void)ldo; (void)row0; (void)row1; (void)a16;
     (void)stage; (void)x_parts;
 }

@@ -2,11 +2,11 @@
 
 The references are independent of fastlstm's own conversion code: bf16
 rounding is torch's ``Tensor.to(torch.bfloat16)``; int8 is the symmetric
-per-row formula written out below.  Reduced weights multiply a layer's input x
+per-row formula written out below.  bf16 weights multiply a layer's input x
 rounded to bf16 in calls of 16 or more sequences, else as the sum of its two
-leading bf16 parts (``multiplied_input``), and the recurrent input h reduced per
-step: bf16 rounds it to bf16, int8 quantizes it per row (symmetric, scale
-max|h|/127).  ``reduced_reference`` is a float64 loop written from those
+leading bf16 parts; int8 weights multiply x quantized per row (symmetric, scale
+max|x|/127) (``multiplied_input``).  The recurrent input h is reduced per step:
+bf16 rounds it to bf16, int8 quantizes it per row (symmetric, scale max|h|/127).  ``reduced_reference`` is a float64 loop written from those
 equations (with ONNX's variant terms), fed fastlstm's h of each step before
 (teacher forcing), checked to 1e-5.  A single step from a zero state reduces
 nothing but weights and x, so cells are also checked against PyTorch fp32 on the
@@ -59,10 +59,13 @@ def two_bf16_parts(x):
     return hi + torch_bf16(x - hi)
 
 
-def multiplied_input(x, batch):
-    """float32 x -> the input values bf16 and int8 weights multiply in a call of ``batch``
-    sequences: x rounded to bf16 from ONE_PART_BATCH sequences, else two_bf16_parts."""
+def multiplied_input(x, batch, precision):
+    """float32 x (..., I) -> the input values ``precision`` weights multiply in a call of
+    ``batch`` sequences: bf16's, x rounded to bf16 from ONE_PART_BATCH sequences, else
+    two_bf16_parts; int8's, each row quantized on its own (``quantized``)."""
     x = np.asarray(x, dtype=np.float32)
+    if precision == "int8":
+        return np.apply_along_axis(quantized, -1, x)
     return torch_bf16(x) if batch >= ONE_PART_BATCH else two_bf16_parts(x)
 
 
@@ -142,7 +145,7 @@ def reduced_reference(precision, mode, state, x, lengths, hidden, outputs, bidir
     hidden_out = proj or hidden
     layer_input, references = x, []
     for layer, forced in enumerate(outputs):
-        layer_input = multiplied_input(layer_input, batch).astype(np.float64)
+        layer_input = multiplied_input(layer_input, batch, precision).astype(np.float64)
         out = np.zeros((steps, batch, len(directions) * hidden_out))
         for d, suffix in enumerate(directions):
             tag = f"_l{layer}{suffix}"
@@ -303,7 +306,7 @@ def assert_cell_step_matches_reduced_step(cell_class, precision, batch, hidden, 
     mode = cell_class[:-len("Cell")]
     for row in range(batch):
         ref = reduced_step(precision, kernel_mode(mode, {}), weights,
-                           multiplied_input(x[row], batch).astype(np.float64),
+                           multiplied_input(x[row], batch, precision).astype(np.float64),
                            h[row].astype(np.float64),
                            c[row].astype(np.float64) if mode == "LSTM" else None)
         for got_part, ref_part in zip(got if mode == "LSTM" else (got,), ref):
@@ -311,12 +314,90 @@ def assert_cell_step_matches_reduced_step(cell_class, precision, batch, hidden, 
     return module, cell, x, mode
 
 
+def _int8_packed_lstm(inputs, hidden, rng):
+    """(float32 state dict, the int8 Cython layer's packed layer) of an LSTM with random
+    weights."""
+    layer = fastlstm.LSTM(inputs, hidden, backend="cython")
+    state = {key: rng.uniform(-0.3, 0.3, value.shape).astype(np.float32)
+             for key, value in layer.state_dict().items()}
+    layer.load_state_dict(state)
+    return state, layer.with_precision("int8")._layers[0]
+
+
+@pytest.mark.parametrize("integer_tiles", [True, False])
+@pytest.mark.parametrize("rows, inputs", [(1, 1), (3, 17), (17, 3), (37, 129), (129, 37)])
+def test_int8_projection_quantizes_each_row_of_x(rows, inputs, integer_tiles, rng, monkeypatch):
+    """int8's input projection = each row of x quantized on its own int8 grid @ the int8
+    weights + bias, to fp32 rounding: on the integer tiles (wq) and the float path, in
+    panels of 32 rows on 2 threads; the columns past the projection's are left alone."""
+    monkeypatch.setattr(cython_glue, "_USE_VNNI", integer_tiles)
+    state, packed = _int8_packed_lstm(inputs, 37, rng)
+    x = (rng.normal(size=(rows, inputs)) * rng.uniform(0.01, 10, size=(rows, 1))).astype(np.float32)
+    columns = packed.w_ih.shape[0] * packed.w_ih.shape[2]
+    out = np.full((rows, columns + 3), np.nan, np.float32)
+    scratch = cython_glue.ProjectScratch(inputs, 4, 2, int8=True)
+    cython_glue.project(4, packed, x, out, 2, scratch, 1)
+    expected = (multiplied_input(x, 1, "int8") @ reference_int8(state["weight_ih_l0"]).T
+                + state["bias_ih_l0"] + state["bias_hh_l0"])
+    unit_rows = cython_glue._blocked_rows(4, 37)
+    np.testing.assert_allclose(out[:, :columns][:, unit_rows >= 0],
+                               expected[:, unit_rows[unit_rows >= 0]], atol=ATOL, rtol=1e-6)
+    assert np.all(out[:, :columns][:, unit_rows < 0] == 0)  # padding units: zero weights, bias
+    assert np.isnan(out[:, columns:]).all()
+
+
+def test_int8_projection_checks_its_scratch_and_integer_weights(rng):
+    _, packed = _int8_packed_lstm(37, 17, rng)
+    x = rng.normal(size=(5, 37)).astype(np.float32)
+    out = np.empty((5, packed.w_ih.shape[0] * packed.w_ih.shape[2]), np.float32)
+    kernels = cython_glue._kernels
+    need = kernels.q8_scratch_bytes(37)
+    scratch = np.zeros((2, need), np.uint8)
+    args = (4, packed.w_ih, packed.bias, x, out, 2, 1, packed.scale_ih, None, None, None)
+    with pytest.raises(ValueError, match=rf"int8 needs q8_scratch of \(>= 2, >= {need}\) bytes.*got None"):
+        kernels.project(*args)
+    with pytest.raises(ValueError, match=rf"got \(2, {need - 4}\)"):
+        kernels.project(*args, packed.w_ih_q, packed.w_ih_sum, scratch[:, 4:].copy())
+    with pytest.raises(ValueError, match=r"got \(1, "):
+        kernels.project(*args, packed.w_ih_q, packed.w_ih_sum, scratch[:1].copy())
+    with pytest.raises(ValueError, match="wq and wsum go together"):
+        kernels.project(*args, packed.w_ih_q, None, scratch)
+    with pytest.raises(ValueError, match=r"wq, wsum: expected \(2, 16, 64, 4\) and \(2, 64\)"):
+        kernels.project(*args, packed.w_ih_q[:1].copy(), packed.w_ih_sum[:1].copy(), scratch)
+    kernels.project(*args, packed.w_ih_q, packed.w_ih_sum, scratch)
+    expected = out.copy()
+    kernels.project(*args, None, None, scratch)
+    np.testing.assert_array_equal(out, expected)  # integer tiles and floats: the same sums
+
+
+@pytest.mark.parametrize("batch", [1, 17, 37])
+def test_int8_single_steps_match_the_reduced_reference(batch, rng):
+    """One-step calls project x block by block just before each block's step (rows
+    quantized once, up to 32 of them) or, from 33 rows, all blocks first."""
+    torch.manual_seed(int(rng.integers(1 << 30)))
+    module = torch.nn.LSTM(17, 37)
+    x = rng.normal(size=(1, batch, 17)).astype(np.float32)
+    layer = fastlstm.LSTM.from_torch(module, precision="int8")
+    h0 = rng.uniform(-1, 1, size=(1, batch, 37)).astype(np.float32)
+    got, (h_n, _) = layer(x, (h0, np.zeros_like(h0)))
+    state = float64_state(module)
+    weights = {"w_ih": state["weight_ih_l0"], "w_hh": state["weight_hh_l0"],
+               "b_ih": state["bias_ih_l0"], "b_hh": state["bias_hh_l0"]}
+    for row in range(batch):
+        ref, _ = reduced_step("int8", "LSTM", weights,
+                              multiplied_input(x[0, row], 1, "int8").astype(np.float64),
+                              h0[0, row].astype(np.float64), np.zeros(37))
+        np.testing.assert_allclose(got[0, row], ref, atol=ATOL, rtol=0)
+    np.testing.assert_array_equal(h_n[0], got[0])
+
+
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
 @pytest.mark.parametrize("cell_class", ["LSTMCell", "GRUCell", "RNNCell"])
 def test_cell_matches_the_reduced_reference(cell_class, precision, rng):
     module, cell, x, mode = assert_cell_step_matches_reduced_step(cell_class, precision, 3, 37, rng)
     with torch.inference_mode():  # from a zero state only the weights and x are reduced
-        zero = rounded_module(module, precision)(torch.from_numpy(multiplied_input(x, 3)))
+        zero = rounded_module(module, precision)(
+            torch.from_numpy(multiplied_input(x, 3, precision).astype(np.float32)))
     got = cell(x)
     for got_part, ref_part in zip(got if mode == "LSTM" else (got,),
                                   zero if mode == "LSTM" else (zero,)):
