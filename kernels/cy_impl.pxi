@@ -37,6 +37,7 @@ cdef extern from "fastlstm_simd.h" nogil:
         FL_VW
         FL_BF16_PAIRED
         FL_Q8_PANEL_ROWS
+        FL_Q7_MIN_ROWS
     long fl_amx_lda16(long K2p)
     long FL_AMX_PROJECT_A16_ROWS(int w_parts)
     int FL_X_PARTS(long step_rows)
@@ -51,6 +52,7 @@ cdef extern from "fastlstm_simd.h" nogil:
         const int32_t *wsum
         const uint8_t *hu8
         long ldu
+        int q7
         long K
         const float *h
         long ldh
@@ -101,19 +103,20 @@ cdef extern from "fastlstm_simd.h" nogil:
                          long K, const float *bias, const float *x, long ldx, float *out,
                          long ldo, long row0, long row1, int x_parts)
     void fl_quantize_rows(const float *h, long ldh, long K, long rows, float *hq, long ldq,
-                          uint8_t *hu8, long ldu, float *hscale)
+                          uint8_t *hu8, long ldu, float *hscale, float qmax)
+    float FL_QMAX(long step_rows)
     long fl_q8_ldu(long K)
     long fl_q8_scratch_bytes(long K)
     void fl_q8_quantize_panel(const float *x, long ldx, long K, long rows, int as_bytes,
-                              uint8_t *scratch)
+                              int q7, uint8_t *scratch)
     void fl_q8_panel_product(int G, const int8_t *w_blocks, const int8_t *wq,
                              const int32_t *wsum, const float *wscale, long n_blocks, long K,
-                             const float *bias, const uint8_t *scratch, long rows, float *out,
-                             long ldo)
+                             const float *bias, const uint8_t *scratch, long rows, int q7,
+                             float *out, long ldo)
     void fl_project_q8_rows(int G, const int8_t *w_blocks, const int8_t *wq,
                             const int32_t *wsum, const float *wscale, long n_blocks, long K,
                             const float *bias, const float *x, long ldx, float *out, long ldo,
-                            long row0, long row1, uint8_t *scratch)
+                            long row0, long row1, int q7, uint8_t *scratch)
     int fl_cpu_supports_vnni()
     unsigned fl_ftz_enter()
     void fl_ftz_exit(unsigned old)
@@ -137,6 +140,7 @@ AMX_ROWS = FL_AMX_ROWS
 AMX_PARTS = FL_AMX_PARTS
 AMX_X_PARTS = FL_AMX_X_PARTS
 AMX_F32_MIN_ROWS = FL_AMX_F32_MIN_ROWS
+Q7_MIN_ROWS = FL_Q7_MIN_ROWS
 
 
 def amx_row_elements(long K):
@@ -273,6 +277,7 @@ ctypedef struct SeqArgs:
     int scratch_threads
     long scratch_stride
     bint quantize           # int8: the recurrent input h quantized per row and step
+    bint q7                 # int8: h and x on the 7-bit grid (step_rows >= FL_Q7_MIN_ROWS)
                             # (bf16, s.wt == 1, rounds it to bf16)
     float *q_scratch        # (threads, q_stride) int8's quantized rows and their scales,
                             # bf16's rounded rows (on FMAs)
@@ -407,13 +412,13 @@ cdef void _project_part(int G, int wt, const void *w, const float *wscale, const
                        long K, long b0, long b1, const float *x, long ldx, float *out, long ldo,
                        long r0, long r1, const uint16_t *pairs, long K2p, uint16_t *a16,
                        float *stage, int x_parts, const int8_t *wq, const int32_t *wsum,
-                       uint8_t *q8) noexcept nogil:
+                       uint8_t *q8, bint q7) noexcept nogil:
     """out rows [r0, r1), columns of blocks [b0, b1) = x @ those blocks' weights + bias: on
     AMX tiles with ``pairs`` (the caller has configured the tiles), else FMAs.  w, wscale,
     bias, pairs and out point at block 0; ``a16``, ``stage`` are this thread's scratch;
     bf16 weights multiply x in ``x_parts`` bf16 parts (FL_X_PARTS).  int8 weights
     multiply x quantized per row (fl_project_q8_rows: on integer tiles with wq and wsum,
-    at block 0 too, or NULL), ``q8`` this thread's scratch."""
+    at block 0 too, or NULL; on the 7-bit grid when q7), ``q8`` this thread's scratch."""
     cdef long width = G * FL_U
     cdef const float *ws = wscale + b0 * width if wscale != NULL else NULL
     cdef int w_parts = _tile_parts(wt)
@@ -424,7 +429,7 @@ cdef void _project_part(int G, int wt, const void *w, const float *wscale, const
         fl_project_q8_rows(G, <const int8_t *>w + b0 * K * width,
                            wq + b0 * fl_q8_ldu(K) * width if wq != NULL else NULL,
                            wsum + b0 * width if wq != NULL else NULL, ws, b1 - b0, K,
-                           bias + b0 * width, x, ldx, out + b0 * width, ldo, r0, r1, q8)
+                           bias + b0 * width, x, ldx, out + b0 * width, ldo, r0, r1, q7, q8)
         return
     if pairs != NULL and wt != 0:
         r_tiles = r1
@@ -450,7 +455,7 @@ cdef inline void _project_own_blocks(const SeqArgs *s, long b0, long b1, int slo
                   s.p_ldx, s.xproj + s.xcol, s.ldx, 0, s.p_rows, s.p_pairs if tiles else NULL,
                   s.p_K2p, s.p_a16 + slot * s.p_a16_stride if tiles else NULL,
                   s.p_stage + slot * s.p_stage_stride if tiles else NULL, s.p_x_parts,
-                  s.p_wq, s.p_wsum, _q8_scratch(s, slot))
+                  s.p_wq, s.p_wsum, _q8_scratch(s, slot), s.q7)
 
 
 cdef inline void _project_block(const SeqArgs *s, long blk, int slot) noexcept nogil:
@@ -464,14 +469,15 @@ cdef inline void _project_block(const SeqArgs *s, long blk, int slot) noexcept n
                         s.p_wq + blk * fl_q8_ldu(s.p_K) * width if s.p_wq != NULL else NULL,
                         s.p_wsum + blk * width if s.p_wq != NULL else NULL,
                         s.p_scale + blk * width, 1, s.p_K, s.p_bias + blk * width,
-                        _q8_scratch(s, slot), s.p_rows, s.xproj + s.xcol + blk * width, s.ldx)
+                        _q8_scratch(s, slot), s.p_rows, s.q7, s.xproj + s.xcol + blk * width,
+                        s.ldx)
 
 
 cdef inline void _quantize_projected_rows(const SeqArgs *s, int slot) noexcept nogil:
     """int8, a one-step call projecting block by block: its (<= FL_Q8_PANEL_ROWS) rows of x
     quantized once for every block."""
     if s.wt == 2:
-        fl_q8_quantize_panel(s.p_x, s.p_ldx, s.p_K, s.p_rows, s.p_wq != NULL,
+        fl_q8_quantize_panel(s.p_x, s.p_ldx, s.p_K, s.p_rows, s.p_wq != NULL, s.q7,
                              _q8_scratch(s, slot))
 
 
@@ -564,7 +570,8 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier, int tid,
         amx_step = amx and n_act >= amx_min_rows
         dp_step = bf16dp and n_act <= FL_BF16DP_MAX_ROWS
         if s.quantize:
-            fl_quantize_rows(h_cur, s.ld_state, s.K, n_act, hq, s.ldq, hu8, s.ldu, hscale)
+            fl_quantize_rows(h_cur, s.ld_state, s.K, n_act, hq, s.ldq, hu8, s.ldu, hscale,
+                             FL_QMAX(s.step_rows))
         elif (amx_step or dp_step) and a16 != NULL:
             fl_bf16_split_rows(h_cur, s.ld_state, s.K, n_act, a16, a.a16_part, h_parts, a.lda16)
         elif s.wt == 1:  # bf16 on FMAs: h rounded, the values the tiles multiply
@@ -577,6 +584,7 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier, int tid,
         a.hscale = hscale
         a.hu8 = hu8
         a.ldu = s.ldu
+        a.q7 = s.q7
         for j in range(b1 - b0):
             blk = _block_at(j, b0, b1, backwards)
             if project_per_block:
@@ -1107,6 +1115,7 @@ def bind_sequence(SequencePlan plan, int mode, float[:, :, ::1] xproj, long xcol
     if scratch is not None and scratch.shape[1] < rows_pad * 4 * FL_U:
         raise ValueError("scratch: expected at least B_pad*64 floats per thread")
     s.quantize = s.wt == 2
+    s.q7 = s.step_rows >= FL_Q7_MIN_ROWS
     s.q_scratch = NULL
     s.ldq = s.K
     s.wq = NULL
@@ -1256,7 +1265,7 @@ cdef void _project_thread(int G, int wt, const void *w, const float *wscale, lon
                           long n_rows, const uint16_t *w_pairs, long K2p, uint16_t *a16,
                           long a16_stride, float *stage, long stage_stride,
                           int x_parts, const int8_t *wq, const int32_t *wsum, uint8_t *q8,
-                          long q8_stride) noexcept nogil:
+                          long q8_stride, bint q7) noexcept nogil:
     cdef long lo, hi
     cdef int tid = fl_thread_id()
     cdef long tile = FL_AMX_ROWS if w_pairs != NULL else FL_MAX_ROWS
@@ -1271,11 +1280,12 @@ cdef void _project_thread(int G, int wt, const void *w, const float *wscale, lon
         fl_amx_begin()
         _project_part(G, wt, w, wscale, bias, K, 0, n_blocks, x, ldx, out, ldo, lo, hi, w_pairs,
                       K2p, a16 + tid * a16_stride, stage + tid * stage_stride, x_parts, NULL,
-                      NULL, NULL)
+                      NULL, NULL, False)
         fl_amx_end()
     elif hi > lo:
         _project_part(G, wt, w, wscale, bias, K, 0, n_blocks, x, ldx, out, ldo, lo, hi, NULL, 0,
-                      NULL, NULL, x_parts, wq, wsum, q8 + tid * q8_stride if q8 != NULL else NULL)
+                      NULL, NULL, x_parts, wq, wsum, q8 + tid * q8_stride if q8 != NULL else NULL,
+                      q7)
     fl_ftz_exit(csr)
 
 
@@ -1299,9 +1309,9 @@ def project(int gates, const weight_t[:, :, ::1] w_blocks, const float[::1] bias
     and at least 16 rows on a CPU with AMX, the product runs on AMX tiles with x split in
     those parts (fp32 weights: x in AMX_PARTS parts, from FL_AMX_F32_PROJECT_ROWS rows a
     thread).
-    int8 weights multiply x quantized per row (symmetric, max|x| / 127, as h in the
-    steps), in q8_scratch (threads, >= q8_scratch_bytes(K)) uint8 (required); with wq
-    (n_blocks, K4, G*16, 4) int8 (the same weights, 4 consecutive k of a column adjacent,
+    int8 weights multiply x quantized per row (symmetric, max|x| / 127 as h in the
+    steps, or / 63 from Q7_MIN_ROWS rows a step), in q8_scratch (threads, >=
+    q8_scratch_bytes(K)) uint8 (required); with wq (n_blocks, K4, G*16, 4) int8 (the same weights, 4 consecutive k of a column adjacent,
     4*K4 = K rounded up to a multiple of 64) and wsum (n_blocks, G*16) int32 (their
     column sums) on integer tiles where the CPU has them: the same results.
     """
@@ -1358,9 +1368,9 @@ def project(int gates, const weight_t[:, :, ::1] w_blocks, const float[::1] bias
         with nogil:
             _project_thread(gates, wt, w, ws, n_blocks, K, b, xp, ldx, op, ldo, n_rows,
                             pairs, K2p, a16, a16_stride, st, stage_stride, x_parts, wq_p, wsum_p,
-                            q8, q8_stride)
+                            q8, q8_stride, step_rows >= FL_Q7_MIN_ROWS)
     else:
         with nogil, parallel(num_threads=n_threads):
             _project_thread(gates, wt, w, ws, n_blocks, K, b, xp, ldx, op, ldo, n_rows,
                             pairs, K2p, a16, a16_stride, st, stage_stride, x_parts, wq_p, wsum_p,
-                            q8, q8_stride)
+                            q8, q8_stride, step_rows >= FL_Q7_MIN_ROWS)

@@ -418,6 +418,7 @@ typedef struct {
     const int32_t *wsum; /* (G*16,) column sums of wq */
     const uint8_t *hu8;  /* (R, ldu) hq + 128, K padded to a multiple of 4 */
     long ldu;
+    int q7;              /* hq on the 7-bit grid (FL_QMAX) */
     long K;
     const float *h;      /* (R, ldh) previous state rows (or h_full rows for FL_PROJ) */
     long ldh;
@@ -656,31 +657,40 @@ FL_INLINE void fl_store_u8(uint8_t *u, vf q)
  * h * inverse is rounded to float before the rounding to an integer on every build
  * (an FMA, where the build has one, would round the exact product and decide a
  * near-tie otherwise than the baseline build).  The input projection quantizes each
- * row of x the same way (fl_project_q8_rows).  Out: q as floats (hq, or NULL), q + 128
- * as bytes padded with 128 (q = 0) to ldu (hu8, or NULL), each row's scale (hscale). */
+ * row of x the same way (fl_project_q8_rows).  Calls of FL_Q7_MIN_ROWS sequences or
+ * more quantize both to 7 bits, q in [-63, 63] (FL_QMAX): there the integer products
+ * bound the run, and q + 64 in [1, 127] times an int8 weight cannot saturate
+ * vpmaddubsw's int16 pairs, so the AVX2 tiles skip the sign trick (its vpsignb runs on
+ * the multiply pipes: LSTM block tile, K in L1, Zen 3, 63 -> 90 GMAC/s); the int8 peer
+ * quantizes x to 7 bits for the same reason (PyTorch's reduce_range).  Every build
+ * uses the same grid, so results agree across CPUs as before.  Out: q as floats (hq,
+ * or NULL), q + 128 as bytes padded with 128 (q = 0) to ldu (hu8, or NULL), each row's
+ * scale (hscale). */
+#define FL_Q7_MIN_ROWS 16
+#define FL_QMAX(step_rows) ((step_rows) >= FL_Q7_MIN_ROWS ? 63.0f : 127.0f)
 __attribute__((optimize("fp-contract=off")))
 static void fl_quantize_rows(const float *h, long ldh, long K, long rows, float *hq, long ldq,
-                             uint8_t *hu8, long ldu, float *hscale)
+                             uint8_t *hu8, long ldu, float *hscale, float qmax)
 {
     const vf shifter = v_splat(12582912.0f);
     for (long r = 0; r < rows; r++) {
         const float *x = h + r * ldh;
         const float peak = fl_row_peak(x, K);
-        const float scale = peak > 0.0f ? peak / 127.0f : 1.0f;
+        const float scale = peak > 0.0f ? peak / qmax : 1.0f;
         const float inverse = 1.0f / scale;
         float *q = hq ? hq + r * ldq : NULL;
         uint8_t *u = hu8 ? hu8 + r * ldu : NULL;
         long k = 0;
         for (; k + FL_VW <= K; k += FL_VW) {
             vf v = (v_load(x + k) * inverse + shifter) - shifter;  /* round half to even */
-            v = v_select(v > 127.0f, v_splat(127.0f), v);
-            v = v_select(v < -127.0f, v_splat(-127.0f), v);
+            v = v_select(v > qmax, v_splat(qmax), v);
+            v = v_select(v < -qmax, v_splat(-qmax), v);
             if (q) v_store(q + k, v);
             if (u) fl_store_u8(u + k, v);
         }
         for (; k < K; k++) {
             float v = (x[k] * inverse + 12582912.0f) - 12582912.0f;
-            v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
+            v = v > qmax ? qmax : (v < -qmax ? -qmax : v);
             if (q) q[k] = v;
             if (u) u[k] = (uint8_t)((int)v + 128);
         }
@@ -692,10 +702,12 @@ static void fl_quantize_rows(const float *h, long ldh, long K, long rows, float 
 
 #if defined(__AVX512F__)
 #define FL_VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vnni")))
-FL_INLINE FL_VNNI_TARGET void fl_tile_vnni_g(const int G, const int R, const int8_t *w,
-                                             const int32_t *wsum, const uint8_t *hu8, long ldu,
-                                             long K4, vf acc[FL_MAX_ROWS][FL_ACC])
+FL_INLINE FL_VNNI_TARGET void fl_tile_vnni_g(const int G, const int R, const int q7,
+                                             const int8_t *w, const int32_t *wsum,
+                                             const uint8_t *hu8, long ldu, long K4,
+                                             vf acc[FL_MAX_ROWS][FL_ACC])
 {
+    (void)q7;  /* vpdpbusd takes q + 128 whatever the grid */
     __m512i a[FL_MAX_ROWS][4];
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++)
@@ -737,12 +749,69 @@ FL_INLINE int fl_vnni_tile_rows(const int G) { return fl_tile_rows(G); }
  * / 5.5-6.8; H 256 x 100, batch 1 0.96-1.00 / 1.51-1.54 -> 0.62-0.64 / 0.70-0.71,
  * batch 4 3.8-4.0 / 4.3-4.7 -> 2.5-2.6 / 3.0-4.2.  One int32 accumulator per 8
  * columns and row: 8 output vectors per pass over K for one row, 4 for two, 2 for more,
- * so one pass reads every weight of an LSTM block at batch 1. */
+ * so one pass reads every weight of an LSTM block at batch 1.
+ * On the 7-bit grid (q7: |q| <= 63, FL_QMAX) q + 64 is in [1, 127] and vpmaddubsw takes
+ * it as it is, with no sign: three operations per 8 columns x 4 k, and the column sums
+ * (wsum) times 64 taken out at the end. */
 #define FL_VNNI_TARGET
-FL_INLINE void fl_tile_vnni_g(const int G, const int R, const int8_t *w, const int32_t *wsum,
-                              const uint8_t *hu8, long ldu, long K4, vf acc[FL_MAX_ROWS][FL_ACC])
+/* The 7-bit grid's tile (see above): q + 64 = hu8 - 64 times the weights, less 64 times
+ * the column sums.  In both tiles the empty asm keeps each accumulator in its register:
+ * without it GCC issued every product of a k4 step first and then kept an accumulator
+ * and a constant on the stack.  int8 projection 6400 x 256 @ 256 x 1024, Zen 3, 1 thread,
+ * alternated, min ms: 7-bit grid 36-42 -> 26.5-27.7; 8-bit 38-41 -> 34; LSTM 256/256
+ * batch 8 x 100 steps 8.9-9.8 -> 8.75-8.8, batch 1 unchanged (1.03-1.07). */
+FL_INLINE void fl_tile_q7_g(const int G, const int R, const int8_t *w, const int32_t *wsum,
+                            const uint8_t *hu8, long ldu, long K4, vf acc[FL_MAX_ROWS][FL_ACC])
 {
-    (void)wsum;
+    const int NV = G * FL_NH, V = R == 1 ? 8 : R == 2 ? 4 : 2;
+    const long ldw = (long)G * FL_U * 4;
+    const __m256i ones = _mm256_set1_epi16(1), half = _mm256_set1_epi8(64);
+    for (int j0 = 0; j0 < NV; j0 += V) {
+        const int nv = NV - j0 < V ? NV - j0 : V;
+        __m256i a[FL_MAX_ROWS][8];
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+            for (int v = 0; v < nv; v++) a[r][v] = _mm256_setzero_si256();
+        for (long k4 = 0; k4 < K4; k4++) {
+            __m256i u[FL_MAX_ROWS];
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) {
+                int32_t quad;
+                memcpy(&quad, hu8 + r * ldu + 4 * k4, 4);
+                u[r] = _mm256_sub_epi8(_mm256_set1_epi32(quad), half);
+            }
+#pragma GCC unroll 8
+            for (int v = 0; v < nv; v++) {
+                const __m256i wv = _mm256_loadu_si256(
+                    (const __m256i *)(w + k4 * ldw + (long)(j0 + v) * 32));
+#pragma GCC unroll 4
+                for (int r = 0; r < R; r++) {
+                    a[r][v] = _mm256_add_epi32(a[r][v], _mm256_madd_epi16(
+                        _mm256_maddubs_epi16(u[r], wv), ones));
+                    __asm__("" : "+x"(a[r][v]));
+                }
+            }
+        }
+#pragma GCC unroll 8
+        for (int v = 0; v < nv; v++) {
+            const __m256i offset = _mm256_slli_epi32(
+                _mm256_loadu_si256((const __m256i *)(wsum + (j0 + v) * 8)), 6);
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++)
+                acc[r][j0 + v] = (vf)_mm256_cvtepi32_ps(_mm256_sub_epi32(a[r][v], offset));
+        }
+    }
+}
+
+FL_INLINE void fl_tile_vnni_g(const int G, const int R, const int q7, const int8_t *w,
+                              const int32_t *wsum, const uint8_t *hu8, long ldu, long K4,
+                              vf acc[FL_MAX_ROWS][FL_ACC])
+{
+    if (q7) {
+        fl_tile_q7_g(G, R, w, wsum, hu8, ldu, K4, acc);
+        return;
+    }
     const int NV = G * FL_NH, V = R == 1 ? 8 : R == 2 ? 4 : 2;
     const long ldw = (long)G * FL_U * 4;
     const __m256i bias = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
@@ -767,9 +836,11 @@ FL_INLINE void fl_tile_vnni_g(const int G, const int R, const int8_t *w, const i
                 const __m256i wv = _mm256_loadu_si256(
                     (const __m256i *)(w + k4 * ldw + (long)(j0 + v) * 32));
 #pragma GCC unroll 4
-                for (int r = 0; r < R; r++)
+                for (int r = 0; r < R; r++) {
                     a[r][v] = _mm256_add_epi32(a[r][v], _mm256_madd_epi16(
                         _mm256_maddubs_epi16(m[r], _mm256_sign_epi8(wv, q[r])), ones));
+                    __asm__("" : "+x"(a[r][v]));
+                }
             }
         }
 #pragma GCC unroll 8
@@ -795,12 +866,13 @@ FL_INLINE int fl_vnni_tile_rows(const int G)
 #endif
 
 #if FL_HAVE_VNNI
-static FL_VNNI_TARGET void fl_tile_vnni(int G, int R, const int8_t *w, const int32_t *wsum,
-                                        const uint8_t *hu8, long ldu, long K4,
-                                        vf acc[FL_MAX_ROWS][FL_ACC])
+static FL_VNNI_TARGET void fl_tile_vnni(int G, int R, int q7, const int8_t *w,
+                                        const int32_t *wsum, const uint8_t *hu8, long ldu,
+                                        long K4, vf acc[FL_MAX_ROWS][FL_ACC])
 {
     switch (G * 8 + R) {
-#define FL_VNNI_CASE(GG, RR) case GG * 8 + RR: fl_tile_vnni_g(GG, RR, w, wsum, hu8, ldu, K4, acc); break;
+#define FL_VNNI_CASE(GG, RR) \
+    case GG * 8 + RR: fl_tile_vnni_g(GG, RR, q7, w, wsum, hu8, ldu, K4, acc); break;
     FL_VNNI_CASE(4, 1) FL_VNNI_CASE(4, 2) FL_VNNI_CASE(4, 3) FL_VNNI_CASE(4, 4)
     FL_VNNI_CASE(3, 1) FL_VNNI_CASE(3, 2) FL_VNNI_CASE(3, 3) FL_VNNI_CASE(3, 4)
     FL_VNNI_CASE(2, 1) FL_VNNI_CASE(2, 2) FL_VNNI_CASE(2, 3) FL_VNNI_CASE(2, 4)
@@ -841,7 +913,8 @@ FL_INLINE void fl_block_rows(const int mode, const int R, const fl_block_args *a
     vf acc[FL_MAX_ROWS][FL_ACC];
 #if FL_HAVE_VNNI
     if (a->wq)
-        fl_tile_vnni(fl_gates(mode), R, a->wq, a->wsum, a->hu8, a->ldu, (a->K + 3) / 4, acc);
+        fl_tile_vnni(fl_gates(mode), R, a->q7, a->wq, a->wsum, a->hu8, a->ldu, (a->K + 3) / 4,
+                     acc);
     else
 #endif
     if (a->hq)
@@ -1207,8 +1280,10 @@ static void fl_project_rows(int G, int wt, const void *w_blocks, const float *ws
  * times each column's and each row's scale, plus the bias, as the recurrent product.
  * The peers quantize x as well: PyTorch's dynamic int8 per tensor (7 bits); ONNX
  * Runtime's per tensor.  Against x rounded to bf16 times weights widened to float32
- * (Zen 3, 1 thread, AVX2, min of 20 ms): 6400 x 256 @ 256 x 1024 63.9 -> 41.0, 50 x 1024 @
- * 1024 x 4096 (x in two bf16 parts) 9.5 -> 4.1.
+ * (Zen 3, 1 thread, AVX2, min of 20 ms, harness): 6400 x 256 @ 256 x 1024 63.9 -> 41.0,
+ * 50 x 1024 @ 1024 x 4096 (x in two bf16 parts) 9.5 -> 4.1; in the layer's projection
+ * of thr_med (6400 x 256 @ 256 x 1024) 54-68 -> 27 with the 7-bit grid (FL_QMAX) and
+ * the tiles' register fix (fl_tile_q7_g).
  * Rows are quantized a panel of FL_Q8_PANEL_ROWS at a time, each row once for all blocks,
  * into per-thread scratch of fl_q8_scratch_bytes(K): the panel's scales, then its rows as
  * bytes (q + 128, rows of fl_q8_ldu(K)) or, without wq, as floats (rows of K). */
@@ -1233,14 +1308,15 @@ FL_INLINE void fl_q8_store(int G, int R, vf acc[FL_MAX_ROWS][FL_ACC], const floa
 }
 
 /* Quantizes ``rows`` (<= FL_Q8_PANEL_ROWS) rows of x (K columns, stride ldx) into
- * scratch: as bytes when ``as_bytes`` (for wq), else as floats. */
+ * scratch, on the 7-bit grid when q7 (FL_QMAX): as bytes when ``as_bytes`` (for wq),
+ * else as floats. */
 static void fl_q8_quantize_panel(const float *x, long ldx, long K, long rows, int as_bytes,
-                                 uint8_t *scratch)
+                                 int q7, uint8_t *scratch)
 {
     float *xscale = (float *)scratch;
     uint8_t *data = scratch + FL_Q8_PANEL_ROWS * sizeof(float);
     fl_quantize_rows(x, ldx, K, rows, as_bytes ? NULL : (float *)data, K,
-                     as_bytes ? data : NULL, fl_q8_ldu(K), xscale);
+                     as_bytes ? data : NULL, fl_q8_ldu(K), xscale, q7 ? 63.0f : 127.0f);
 }
 
 /* out (rows, ldo) = the quantized panel in scratch (fl_q8_quantize_panel, as bytes when
@@ -1251,7 +1327,7 @@ static void fl_q8_quantize_panel(const float *x, long ldx, long K, long rows, in
 static void fl_q8_panel_product(int G, const int8_t *w_blocks, const int8_t *wq,
                                 const int32_t *wsum, const float *wscale, long n_blocks,
                                 long K, const float *bias, const uint8_t *scratch, long rows,
-                                float *out, long ldo)
+                                int q7, float *out, long ldo)
 {
     const long width = (long)G * FL_U, ldu = fl_q8_ldu(K);
     const float *xscale = (const float *)scratch;
@@ -1265,7 +1341,7 @@ static void fl_q8_panel_product(int G, const int8_t *w_blocks, const int8_t *wq,
             const long T = fl_vnni_tile_rows(G);
             for (long r0 = 0; r0 < rows; r0 += T) {
                 const int R = rows - r0 < T ? (int)(rows - r0) : (int)T;
-                fl_tile_vnni(G, R, wq + blk * ldu * width, wsum + blk * width,
+                fl_tile_vnni(G, R, q7, wq + blk * ldu * width, wsum + blk * width,
                              data + r0 * ldu, ldu, (K + 3) / 4, acc);
                 fl_q8_store(G, R, acc, ws, xscale + r0, b, o + r0 * ldo, ldo);
             }
@@ -1274,6 +1350,7 @@ static void fl_q8_panel_product(int G, const int8_t *w_blocks, const int8_t *wq,
 #else
         (void)wq;
         (void)wsum;
+        (void)q7;
 #endif
         const float *xq = (const float *)data;
         for (long k0 = 0; k0 < K; k0 += FL_KCHUNK) {
@@ -1295,12 +1372,12 @@ static void fl_q8_panel_product(int G, const int8_t *w_blocks, const int8_t *wq,
 static void fl_project_q8_rows(int G, const int8_t *w_blocks, const int8_t *wq,
                                const int32_t *wsum, const float *wscale, long n_blocks, long K,
                                const float *bias, const float *x, long ldx, float *out, long ldo,
-                               long row0, long row1, uint8_t *scratch)
+                               long row0, long row1, int q7, uint8_t *scratch)
 {
     for (long p0 = row0; p0 < row1; p0 += FL_Q8_PANEL_ROWS) {
         const long rows = row1 - p0 < FL_Q8_PANEL_ROWS ? row1 - p0 : FL_Q8_PANEL_ROWS;
-        fl_q8_quantize_panel(x + p0 * ldx, ldx, K, rows, wq != NULL, scratch);
-        fl_q8_panel_product(G, w_blocks, wq, wsum, wscale, n_blocks, K, bias, scratch, rows,
+        fl_q8_quantize_panel(x + p0 * ldx, ldx, K, rows, wq != NULL, q7, scratch);
+        fl_q8_panel_product(G, w_blocks, wq, wsum, wscale, n_blocks, K, bias, scratch, rows, q7,
                             out + p0 * ldo, ldo);
     }
 }

@@ -6,7 +6,8 @@ per-row formula written out below.  bf16 weights multiply a layer's input x
 rounded to bf16 in calls of 16 or more sequences, else as the sum of its two
 leading bf16 parts; int8 weights multiply x quantized per row (symmetric, scale
 max|x|/127) (``multiplied_input``).  The recurrent input h is reduced per step:
-bf16 rounds it to bf16, int8 quantizes it per row (symmetric, scale max|h|/127).  ``reduced_reference`` is a float64 loop written from those
+bf16 rounds it to bf16, int8 quantizes it per row (symmetric, scale max|h|/127).
+In calls of 16 or more sequences int8 quantizes x and h to 7 bits (max/63).  ``reduced_reference`` is a float64 loop written from those
 equations (with ONNX's variant terms), fed fastlstm's h of each step before
 (teacher forcing), checked to 1e-5.  A single step from a zero state reduces
 nothing but weights and x, so cells are also checked against PyTorch fp32 on the
@@ -49,6 +50,12 @@ ROUNDERS = {"bf16": torch_bf16, "int8": reference_int8}
 
 
 ONE_PART_BATCH = 16  # the README: x is rounded to bf16 in calls of 16 or more sequences
+SEVEN_BIT_BATCH = 16  # the README: int8 quantizes x and h to 7 bits from 16 sequences
+
+
+def int8_levels(batch):
+    """The largest |q| of int8's quantized x and h in a call of ``batch`` sequences."""
+    return 63 if batch >= SEVEN_BIT_BATCH else 127
 
 
 def two_bf16_parts(x):
@@ -65,18 +72,18 @@ def multiplied_input(x, batch, precision):
     two_bf16_parts; int8's, each row quantized on its own (``quantized``)."""
     x = np.asarray(x, dtype=np.float32)
     if precision == "int8":
-        return np.apply_along_axis(quantized, -1, x)
+        return np.apply_along_axis(quantized, -1, x, int8_levels(batch))
     return torch_bf16(x) if batch >= ONE_PART_BATCH else two_bf16_parts(x)
 
 
-def quantized(h):
+def quantized(h, levels=127):
     """h on the int8 grid of its own max, in float32 arithmetic as specified for the
-    kernels (so a rounding tie is decided the same way): scale = max|h| / 127,
-    q = rint(h * (1 / scale)) clipped to [-127, 127]; q * scale as float64."""
+    kernels (so a rounding tie is decided the same way): scale = max|h| / levels,
+    q = rint(h * (1 / scale)) clipped to [-levels, levels]; q * scale as float64."""
     h = np.asarray(h, dtype=np.float32)
     peak = np.abs(h).max()
-    scale = peak / np.float32(127) if peak > 0 else np.float32(1)
-    q = np.clip(np.rint(h * (np.float32(1) / scale)), -127, 127)
+    scale = peak / np.float32(levels) if peak > 0 else np.float32(1)
+    q = np.clip(np.rint(h * (np.float32(1) / scale)), -levels, levels)
     return q.astype(np.float64) * np.float64(scale)
 
 
@@ -89,18 +96,21 @@ def bf16_h(h):
     return torch_bf16(np.asarray(h, dtype=np.float32)).astype(np.float64)
 
 
-H_ROUNDERS = {"bf16": bf16_h, "int8": quantized}
+def reduced_h(precision, h, batch):
+    """h as the recurrent product of a ``precision`` layer multiplies it in a call of
+    ``batch`` sequences."""
+    return bf16_h(h) if precision == "bf16" else quantized(h, int8_levels(batch))
 
 
 def reduced_step(precision, mode, weights, x, h, c, peephole=None, coupled_input_forget=False,
-                 clip=None, linear_before_reset=True):
-    """One step of one sequence, float64: weight matrices rounded to ``precision`` and
-    the recurrent product's h reduced per step (H_ROUNDERS).  ONNX's variants:
+                 clip=None, linear_before_reset=True, batch=1):
+    """One step of one sequence of a call of ``batch``, float64: weight matrices rounded to
+    ``precision`` and the recurrent product's h reduced per step (reduced_h).  ONNX's variants:
     peephole (3, H) rows i, f, o on c; f = 1 - i; pre-activations clipped to
     [-clip, clip].  The original GRU's r * h and the projection's input stay unrounded."""
     w_ih, w_hh = (ROUNDERS[precision](weights[k]).astype(np.float64) for k in ("w_ih", "w_hh"))
     gx = w_ih @ x + weights["b_ih"]
-    hr = H_ROUNDERS[precision](h)
+    hr = reduced_h(precision, h, batch)
     hidden = c.shape[0] if c is not None else h.shape[0]
 
     def bound(v):
@@ -161,7 +171,7 @@ def reduced_reference(precision, mode, state, x, lengths, hidden, outputs, bidir
                          else forced[previous, b, columns].astype(np.float64))
                     out[t, b, columns], c = reduced_step(
                         precision, mode, weights, layer_input[t, b], h, c,
-                        peephole=state.get(f"weight_peephole{tag}"), **variant)
+                        peephole=state.get(f"weight_peephole{tag}"), batch=batch, **variant)
         references.append(out)
         layer_input = forced
     return references
@@ -267,26 +277,28 @@ def test_layer_matches_the_reduced_reference(mode, kwargs, input_size, hidden_si
                                      outputs, kwargs.get("bidirectional", False), kwargs.get("proj_size", 0))
 
 
+@pytest.mark.parametrize("batch", [6, 19])
 @pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN"])
-def test_int8_paths_are_identical(mode, rng, monkeypatch):
+def test_int8_paths_are_identical(mode, batch, rng, monkeypatch):
     """The integer product (vpdpbusd with AVX512-VNNI, vpmaddubsw by the sign trick on the
-    AVX2 build) and the portable path compute the same integer sums; a sequence alone or in
-    a batch differs only by fp32 rounding (the float input projection sums in another order
-    for a one-row tile).  Batches of 6 down to 1 rows take every row tile of both paths."""
+    AVX2 build, or without it on the 7-bit grid of 16 or more sequences) and the portable
+    path compute the same integer sums.  Batches of 6 (or 19) down to 1 rows take every
+    row tile of both paths."""
     if cython_glue.ISA == "avx2":  # every CPU that runs it has the integer path
         assert cython_glue._kernels.cpu_supports_vnni()
     layer = getattr(fastlstm, mode)(37, 129, num_layers=2, bidirectional=True, backend="cython",
                                     precision="int8")
     layer.load_state_dict({key: rng.uniform(-0.1, 0.1, value.shape).astype(np.float32)
                            for key, value in layer.state_dict().items()})
-    x = rng.normal(size=(9, 6, 37)).astype(np.float32)
-    lengths = np.array([9, 2, 1, 9, 5, 3])
+    x = rng.normal(size=(9, batch, 37)).astype(np.float32)
+    lengths = np.resize([9, 2, 1, 9, 5, 3], batch)
     monkeypatch.setattr(cython_glue, "_USE_VNNI", True)
     fast = layer(x, lengths=lengths)[0]
     monkeypatch.setattr(cython_glue, "_USE_VNNI", False)
     assert np.array_equal(layer(x, lengths=lengths)[0], fast)
-    alone = layer(x[:, :1])[0]
-    np.testing.assert_allclose(alone, fast[:, :1], atol=ISA_ATOL["int8"], rtol=0)
+    if batch < SEVEN_BIT_BATCH:  # alone, the same grid: fp32 rounding apart
+        alone = layer(x[:, :1])[0]
+        np.testing.assert_allclose(alone, fast[:, :1], atol=ISA_ATOL["int8"], rtol=0)
 
 
 def assert_cell_step_matches_reduced_step(cell_class, precision, batch, hidden, rng):
@@ -308,7 +320,7 @@ def assert_cell_step_matches_reduced_step(cell_class, precision, batch, hidden, 
         ref = reduced_step(precision, kernel_mode(mode, {}), weights,
                            multiplied_input(x[row], batch, precision).astype(np.float64),
                            h[row].astype(np.float64),
-                           c[row].astype(np.float64) if mode == "LSTM" else None)
+                           c[row].astype(np.float64) if mode == "LSTM" else None, batch=batch)
         for got_part, ref_part in zip(got if mode == "LSTM" else (got,), ref):
             np.testing.assert_allclose(got_part[row], ref_part, atol=ATOL, rtol=0)
     return module, cell, x, mode
@@ -324,20 +336,24 @@ def _int8_packed_lstm(inputs, hidden, rng):
     return state, layer.with_precision("int8")._layers[0]
 
 
+@pytest.mark.parametrize("one_step", [True, False])
 @pytest.mark.parametrize("integer_tiles", [True, False])
 @pytest.mark.parametrize("rows, inputs", [(1, 1), (3, 17), (17, 3), (37, 129), (129, 37)])
-def test_int8_projection_quantizes_each_row_of_x(rows, inputs, integer_tiles, rng, monkeypatch):
+def test_int8_projection_quantizes_each_row_of_x(rows, inputs, integer_tiles, one_step, rng,
+                                                 monkeypatch):
     """int8's input projection = each row of x quantized on its own int8 grid @ the int8
     weights + bias, to fp32 rounding: on the integer tiles (wq) and the float path, in
-    panels of 32 rows on 2 threads; the columns past the projection's are left alone."""
+    panels of 32 rows on 2 threads; the columns past the projection's are left alone.
+    Rows of one step of ``rows`` sequences (7-bit grid from 16), or of rows steps of one."""
     monkeypatch.setattr(cython_glue, "_USE_VNNI", integer_tiles)
+    batch = rows if one_step else 1
     state, packed = _int8_packed_lstm(inputs, 37, rng)
     x = (rng.normal(size=(rows, inputs)) * rng.uniform(0.01, 10, size=(rows, 1))).astype(np.float32)
     columns = packed.w_ih.shape[0] * packed.w_ih.shape[2]
     out = np.full((rows, columns + 3), np.nan, np.float32)
     scratch = cython_glue.ProjectScratch(inputs, 4, 2, int8=True)
-    cython_glue.project(4, packed, x, out, 2, scratch, 1)
-    expected = (multiplied_input(x, 1, "int8") @ reference_int8(state["weight_ih_l0"]).T
+    cython_glue.project(4, packed, x, out, 2, scratch, batch)
+    expected = (multiplied_input(x, batch, "int8") @ reference_int8(state["weight_ih_l0"]).T
                 + state["bias_ih_l0"] + state["bias_hh_l0"])
     unit_rows = cython_glue._blocked_rows(4, 37)
     np.testing.assert_allclose(out[:, :columns][:, unit_rows >= 0],
@@ -370,6 +386,30 @@ def test_int8_projection_checks_its_scratch_and_integer_weights(rng):
     np.testing.assert_array_equal(out, expected)  # integer tiles and floats: the same sums
 
 
+@pytest.mark.parametrize("mode, kwargs, input_size, hidden_size", [
+    ("LSTM", dict(num_layers=2, bidirectional=True), 17, 37),
+    ("GRU", {}, 37, 17),
+    ("GRU", dict(linear_before_reset=False), 3, 37),
+])
+def test_int8_calls_of_16_or_more_sequences_match_the_reduced_reference(
+        mode, kwargs, input_size, hidden_size, rng):
+    """From 16 sequences a call, x and h go to int8's 7-bit grid."""
+    torch.manual_seed(int(rng.integers(1 << 30)))
+    variant = {k: kwargs.pop(k) for k in list(kwargs) if k == "linear_before_reset"}
+    module = getattr(torch.nn, mode)(input_size, hidden_size, **kwargs)
+    state = float64_state(module)
+    x = rng.normal(size=(5, 17, input_size)).astype(np.float32)
+    lengths = np.resize([5, 1, 3, 4], 17)
+    layer = getattr(fastlstm, mode)(input_size, hidden_size, backend="cython", precision="int8",
+                                    **kwargs, **variant)
+    layer.load_state_dict({key: value.astype(np.float32) for key, value in state.items()})
+    got = layer(x, lengths=lengths)[0]
+    outputs = layer_outputs(mode, input_size, hidden_size, kwargs, state, "int8", x, lengths, got,
+                            **variant)
+    assert_matches_reduced_reference("int8", mode, state, x, lengths, hidden_size, outputs,
+                                     kwargs.get("bidirectional", False), **variant)
+
+
 @pytest.mark.parametrize("batch", [1, 17, 37])
 def test_int8_single_steps_match_the_reduced_reference(batch, rng):
     """One-step calls project x block by block just before each block's step (rows
@@ -385,8 +425,8 @@ def test_int8_single_steps_match_the_reduced_reference(batch, rng):
                "b_ih": state["bias_ih_l0"], "b_hh": state["bias_hh_l0"]}
     for row in range(batch):
         ref, _ = reduced_step("int8", "LSTM", weights,
-                              multiplied_input(x[0, row], 1, "int8").astype(np.float64),
-                              h0[0, row].astype(np.float64), np.zeros(37))
+                              multiplied_input(x[0, row], batch, "int8").astype(np.float64),
+                              h0[0, row].astype(np.float64), np.zeros(37), batch=batch)
         np.testing.assert_allclose(got[0, row], ref, atol=ATOL, rtol=0)
     np.testing.assert_array_equal(h_n[0], got[0])
 
