@@ -99,7 +99,7 @@ cdef extern from "fastlstm_simd.h" nogil:
     int fl_amx_usable()
     void fl_amx_begin()
     void fl_amx_end()
-    void fl_project_rows(int G, int wt, const void *w_blocks, const float *wscale, long n_blocks,
+    void fl_project_rows(int G, int wt, const void *w_blocks, long n_blocks,
                          long K, const float *bias, const float *x, long ldx, float *out,
                          long ldo, long row0, long row1, int x_parts)
     void fl_quantize_rows(const float *h, long ldh, long K, long rows, float *hq, long ldq,
@@ -440,7 +440,7 @@ cdef void _project_part(int G, int wt, const void *w, const float *wscale, const
                        bias + b0 * width, x, ldx, out + b0 * width, ldo, r0, r_tiles, a16, stage,
                        x_parts)
     if r1 > r_tiles:
-        fl_project_rows(G, wt, _weights(wt, w, b0 * K * width), ws, b1 - b0, K,
+        fl_project_rows(G, wt, _weights(wt, w, b0 * K * width), b1 - b0, K,
                         bias + b0 * width, x, ldx, out + b0 * width, ldo, r_tiles, r1, x_parts)
 
 

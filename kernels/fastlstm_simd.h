@@ -42,6 +42,11 @@
  * KiB, LSTM 256/256 batch 64 x 100 steps, 1 thread, best ms of three alternations:
  * 91.6-93.6 with 128, 89.5-90.3 with 64) */
 #define FL_KCHUNK (FL_VW < 16 ? 64 : 128)
+/* ... and of bf16 weights in the input projection, whose chunk is half the bytes: bf16
+ * projection alone, 100 x 512 @ 512 x 2048 (lat_large's), Zen 3, 1 thread, four
+ * alternations, min ms: 64 rows 3.49-3.72, 128 3.09, 256 2.76-4.31; 100 x 256 @ 256 x
+ * 1024 0.84-1.31 / 0.69-0.96 / 0.64-0.83. */
+#define FL_KCHUNK_BF16 128
 /* AMX (fastlstm_amx.h): rows per pass (two tiles of 16), and the fewest rows worth
  * it for int8's recurrent products and the projections (a pass costs the same for 1
  * or 32 rows; measured on stack_bi, batch 8, bf16, 1 thread: 23.9 ms with the
@@ -996,25 +1001,23 @@ FL_INLINE void fl_acc_load(int R, int NV, const float *o, long ldo, long k0,
             acc[r][j] = k0 ? v_load(o + r * ldo + j * FL_VW) : v_splat(0.0f);
 }
 
-/* ... and acc back to o, on the last chunk times the int8 column scales (wscale, or
- * NULL) plus the bias (neither read otherwise) */
-FL_INLINE void fl_acc_store(int R, int NV, float *o, long ldo, const float *wscale,
-                            const float *bias, int last, vf acc[][FL_ACC])
+/* ... and acc back to o, on the last chunk plus the bias (not read otherwise) */
+FL_INLINE void fl_acc_store(int R, int NV, float *o, long ldo, const float *bias, int last,
+                            vf acc[][FL_ACC])
 {
     for (int r = 0; r < R; r++)
         for (int j = 0; j < NV; j++) {
             vf v = acc[r][j];
-            if (last && wscale) v *= v_load(wscale + j * FL_VW);
             if (last) v += v_load(bias + j * FL_VW);
             v_store(o + r * ldo + j * FL_VW, v);
         }
 }
 
-/* FL_COL_ROWS rows x FL_PAIR vectors of a chunk product (fl_chunk_product): w, wscale,
- * bias and o at the tile's first column, ldw the weights' row length. */
-FL_INLINE void fl_chunk_cols(int wt, const void *w, long ldw, const float *wscale,
-                             const float *bias, const float *x, long ldp, float *o, long ldo,
-                             long k0, long kc, int last)
+/* FL_COL_ROWS rows x FL_PAIR vectors of a chunk product (fl_chunk_product): w, bias and
+ * o at the tile's first column, ldw the weights' row length. */
+FL_INLINE void fl_chunk_cols(int wt, const void *w, long ldw, const float *bias,
+                             const float *x, long ldp, float *o, long ldo, long k0, long kc,
+                             int last)
 {
     vf acc[FL_COL_ROWS][FL_ACC];
     fl_acc_load(FL_COL_ROWS, FL_PAIR, o, ldo, k0, acc);
@@ -1023,17 +1026,17 @@ FL_INLINE void fl_chunk_cols(int wt, const void *w, long ldw, const float *wscal
     case FL_I8: fl_tile_nv(FL_PAIR, ldw, FL_COL_ROWS, FL_I8, w, x, ldp, kc, acc, 1); break;
     default: fl_tile_nv(FL_PAIR, ldw, FL_COL_ROWS, FL_F32, w, x, ldp, kc, acc, 1); break;
     }
-    fl_acc_store(FL_COL_ROWS, FL_PAIR, o, ldo, wscale, bias, last, acc);
+    fl_acc_store(FL_COL_ROWS, FL_PAIR, o, ldo, bias, last, acc);
 }
 
 /* One K chunk [k0, k0 + kc) of a product of ``rows`` rows with one block's weights:
  * o (stride ldo) (+)= x rows (xr, stride ldp, already offset to k0) @ the chunk's
- * weights w, in tiles of fl_tile_rows(G) rows; on the ``last`` chunk the int8 column scales
- * (wscale, or NULL) and the bias are applied (neither is read otherwise).  wscale,
- * bias and o point at the block's columns. */
-FL_INLINE void fl_chunk_product(int G, int wt, const void *w, const float *wscale,
-                                const float *bias, const float *xr, long ldp, float *o, long ldo,
-                                long rows, long k0, long kc, int last)
+ * weights w, in tiles of fl_tile_rows(G) rows; on the ``last`` chunk the bias is added
+ * (not read otherwise).  bias and o point at the block's columns; int8 weights give the
+ * unscaled sums. */
+FL_INLINE void fl_chunk_product(int G, int wt, const void *w, const float *bias,
+                                const float *xr, long ldp, float *o, long ldo, long rows,
+                                long k0, long kc, int last)
 {
     vf acc[FL_MAX_ROWS][FL_ACC];
     const int NV = G * FL_NH;
@@ -1046,8 +1049,8 @@ FL_INLINE void fl_chunk_product(int G, int wt, const void *w, const float *wscal
     for (int j0 = 0; j0 < NV; j0 += FL_PAIR)
         for (r0 = 0; r0 < full; r0 += FL_COL_ROWS)
             fl_chunk_cols(wt, fl_wptr(wt, w, j0 * FL_VW), (long)G * FL_U,
-                          wscale ? wscale + j0 * FL_VW : NULL, bias ? bias + j0 * FL_VW : NULL,
-                          xr + r0 * ldp, ldp, o + r0 * ldo + j0 * FL_VW, ldo, k0, kc, last);
+                          bias ? bias + j0 * FL_VW : NULL, xr + r0 * ldp, ldp,
+                          o + r0 * ldo + j0 * FL_VW, ldo, k0, kc, last);
     r0 = full;
 #endif
     const long T = fl_tile_rows(G);
@@ -1059,7 +1062,7 @@ FL_INLINE void fl_chunk_product(int G, int wt, const void *w, const float *wscal
 #define FL_CHUNK_TILE(RR) fl_tile_g(G, RR, wt, w, x, ldp, kc, acc, 1)
         FL_ROWS_OF(R, FL_CHUNK_TILE)
 #undef FL_CHUNK_TILE
-        fl_acc_store(R, NV, out, ldo, wscale, bias, last, acc);
+        fl_acc_store(R, NV, out, ldo, bias, last, acc);
     }
 }
 
@@ -1074,7 +1077,7 @@ static void fl_block_chunked(int mode, long n_rows, const fl_block_args *args, f
     fl_prefetch_x(mode, n_rows, args);
     for (long k0 = 0; k0 < args->K; k0 += FL_KCHUNK) {
         const long kc = args->K - k0 < FL_KCHUNK ? args->K - k0 : FL_KCHUNK;
-        fl_chunk_product(G, args->wt, fl_wptr(args->wt, args->w, k0 * ldg), NULL, NULL, h + k0,
+        fl_chunk_product(G, args->wt, fl_wptr(args->wt, args->w, k0 * ldg), NULL, h + k0,
                          ldh, scratch, ldg, n_rows, k0, kc, 0);
     }
     fl_pointwise_from(mode, n_rows, args, scratch);
@@ -1228,24 +1231,24 @@ static inline int fl_cpu_supports_bf16dp(void)
 
 #include "fastlstm_amx.h"
 
-/* out (N, ldo) = x (N, ldx) @ w_blocks + bias: the input projection.
- * w_blocks: n_blocks blocks of (K, G, 16) of weight type wt; bias and wscale (int8
- * column scales, or NULL) (n_blocks * G * 16,).
+/* out (N, ldo) = x (N, ldx) @ w_blocks + bias: the input projection of fp32 and bf16
+ * weights (int8's: fl_project_q8_rows).
+ * w_blocks: n_blocks blocks of (K, G, 16) of weight type wt; bias (n_blocks * G * 16,).
  * Rows [row0, row1) only, so threads can split the rows.  Loop order: panels of
  * rows, then blocks, then K chunks, then tiles of rows, so each block's weights are
  * read once per panel rather than once per tile.
- * bf16 and int8 weights multiply x as the sum of its x_parts leading bf16 parts
+ * bf16 weights multiply x as the sum of its x_parts leading bf16 parts
  * (FL_X_PARTS), as the AMX tiles do (fl_bf16_parts_sum_rows), so both paths give the same
  * results up to fp32 rounding.  Their K chunks come before the blocks, so a panel's
  * chunk of x is rounded once for all blocks; fp32 keeps blocks first, which keeps a
  * block's partial sums in L1 between chunks (fp32 6400 x 512 @ 512 x 2048, harness,
  * 1 thread: 186 GFLOP/s blocks first, 160 chunks first). */
-static void fl_project_rows(int G, int wt, const void *w_blocks, const float *wscale, long n_blocks,
-                            long K, const float *bias, const float *x, long ldx, float *out,
-                            long ldo, long row0, long row1, int x_parts)
+static void fl_project_rows(int G, int wt, const void *w_blocks, long n_blocks, long K,
+                            const float *bias, const float *x, long ldx, float *out, long ldo,
+                            long row0, long row1, int x_parts)
 {
     const long width = (long)G * FL_U;
-    float x_sum[wt == FL_F32 ? 1 : FL_PANEL_ROWS * FL_KCHUNK];
+    float x_sum[wt == FL_F32 ? 1 : FL_PANEL_ROWS * FL_KCHUNK_BF16];
     for (long p0 = row0; p0 < row1; p0 += FL_PANEL_ROWS) {
         const long p1 = p0 + FL_PANEL_ROWS < row1 ? p0 + FL_PANEL_ROWS : row1;
         if (wt == FL_F32) {
@@ -1253,22 +1256,21 @@ static void fl_project_rows(int G, int wt, const void *w_blocks, const float *ws
                 for (long k0 = 0; k0 < K; k0 += FL_KCHUNK) {
                     const long kc = K - k0 < FL_KCHUNK ? K - k0 : FL_KCHUNK;
                     fl_chunk_product(G, wt, fl_wptr(wt, w_blocks, (blk * K + k0) * width),
-                                     wscale ? wscale + blk * width : NULL,
                                      bias + blk * width, x + p0 * ldx + k0, ldx,
                                      out + p0 * ldo + blk * width, ldo, p1 - p0, k0, kc,
                                      k0 + kc == K);
                 }
             continue;
         }
-        for (long k0 = 0; k0 < K; k0 += FL_KCHUNK) {
-            const long kc = K - k0 < FL_KCHUNK ? K - k0 : FL_KCHUNK;
-            fl_bf16_parts_sum_rows(x + p0 * ldx + k0, ldx, kc, p1 - p0, x_sum, FL_KCHUNK,
+        for (long k0 = 0; k0 < K; k0 += FL_KCHUNK_BF16) {
+            const long kc = K - k0 < FL_KCHUNK_BF16 ? K - k0 : FL_KCHUNK_BF16;
+            fl_bf16_parts_sum_rows(x + p0 * ldx + k0, ldx, kc, p1 - p0, x_sum, FL_KCHUNK_BF16,
                                    x_parts);
             for (long blk = 0; blk < n_blocks; blk++)
                 fl_chunk_product(G, wt, fl_wptr(wt, w_blocks, (blk * K + k0) * width),
-                                 wscale ? wscale + blk * width : NULL, bias + blk * width,
-                                 x_sum, FL_KCHUNK, out + p0 * ldo + blk * width, ldo, p1 - p0,
-                                 k0, kc, k0 + kc == K);
+                                 bias + blk * width, x_sum, FL_KCHUNK_BF16,
+                                 out + p0 * ldo + blk * width, ldo,
+                                 p1 - p0, k0, kc, k0 + kc == K);
         }
     }
 }
@@ -1355,7 +1357,7 @@ static void fl_q8_panel_product(int G, const int8_t *w_blocks, const int8_t *wq,
         const float *xq = (const float *)data;
         for (long k0 = 0; k0 < K; k0 += FL_KCHUNK) {
             const long kc = K - k0 < FL_KCHUNK ? K - k0 : FL_KCHUNK;
-            fl_chunk_product(G, FL_I8, w_blocks + (blk * K + k0) * width, NULL, NULL, xq + k0, K,
+            fl_chunk_product(G, FL_I8, w_blocks + (blk * K + k0) * width, NULL, xq + k0, K,
                              o, ldo, rows, k0, kc, 0);
         }
         for (long r0 = 0; r0 < rows; r0 += FL_MAX_ROWS) {
