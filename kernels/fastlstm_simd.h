@@ -759,18 +759,20 @@ FL_INLINE int fl_vnni_tile_rows(const int G) { return fl_tile_rows(G); }
  * it as it is, with no sign: three operations per 8 columns x 4 k, and the column sums
  * (wsum) times 64 taken out at the end. */
 #define FL_VNNI_TARGET
-/* The 7-bit grid's tile (see above): q + 64 = hu8 - 64 times the weights, less 64 times
- * the column sums.  In both tiles the empty asm keeps each accumulator in its register:
- * without it GCC issued every product of a k4 step first and then kept an accumulator
- * and a constant on the stack.  int8 projection 6400 x 256 @ 256 x 1024, Zen 3, 1 thread,
- * alternated, min ms: 7-bit grid 36-42 -> 26.5-27.7; 8-bit 38-41 -> 34; LSTM 256/256
- * batch 8 x 100 steps 8.9-9.8 -> 8.75-8.8, batch 1 unchanged (1.03-1.07). */
-FL_INLINE void fl_tile_q7_g(const int G, const int R, const int8_t *w, const int32_t *wsum,
-                            const uint8_t *hu8, long ldu, long K4, vf acc[FL_MAX_ROWS][FL_ACC])
+/* In the tile the empty asm keeps each accumulator in its register: without it GCC
+ * issued every product of a k4 step first and then kept an accumulator and a constant
+ * on the stack.  int8 projection 6400 x 256 @ 256 x 1024, Zen 3, 1 thread, alternated,
+ * min ms: 7-bit grid 36-42 -> 26.5-27.7; 8-bit 38-41 -> 34; LSTM 256/256 batch 8 x 100
+ * steps 8.9-9.8 -> 8.75-8.8, batch 1 unchanged (1.03-1.07).  q7 is a constant in each
+ * instance (fl_tile_vnni's cases). */
+FL_INLINE void fl_tile_vnni_g(const int G, const int R, const int q7, const int8_t *w,
+                              const int32_t *wsum, const uint8_t *hu8, long ldu, long K4,
+                              vf acc[FL_MAX_ROWS][FL_ACC])
 {
     const int NV = G * FL_NH, V = R == 1 ? 8 : R == 2 ? 4 : 2;
     const long ldw = (long)G * FL_U * 4;
-    const __m256i ones = _mm256_set1_epi16(1), half = _mm256_set1_epi8(64);
+    const __m256i bias = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
+    const __m256i half = _mm256_set1_epi8(64);
     for (int j0 = 0; j0 < NV; j0 += V) {
         const int nv = NV - j0 < V ? NV - j0 : V;
         __m256i a[FL_MAX_ROWS][8];
@@ -779,12 +781,13 @@ FL_INLINE void fl_tile_q7_g(const int G, const int R, const int8_t *w, const int
 #pragma GCC unroll 8
             for (int v = 0; v < nv; v++) a[r][v] = _mm256_setzero_si256();
         for (long k4 = 0; k4 < K4; k4++) {
-            __m256i u[FL_MAX_ROWS];
+            __m256i q[FL_MAX_ROWS], u[FL_MAX_ROWS];  /* q's sign; the unsigned operand */
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++) {
                 int32_t quad;
                 memcpy(&quad, hu8 + r * ldu + 4 * k4, 4);
-                u[r] = _mm256_sub_epi8(_mm256_set1_epi32(quad), half);
+                q[r] = _mm256_xor_si256(_mm256_set1_epi32(quad), bias);
+                u[r] = q7 ? _mm256_sub_epi8(_mm256_set1_epi32(quad), half) : _mm256_abs_epi8(q[r]);
             }
 #pragma GCC unroll 8
             for (int v = 0; v < nv; v++) {
@@ -792,66 +795,21 @@ FL_INLINE void fl_tile_q7_g(const int G, const int R, const int8_t *w, const int
                     (const __m256i *)(w + k4 * ldw + (long)(j0 + v) * 32));
 #pragma GCC unroll 4
                 for (int r = 0; r < R; r++) {
+                    const __m256i signed_w = q7 ? wv : _mm256_sign_epi8(wv, q[r]);
                     a[r][v] = _mm256_add_epi32(a[r][v], _mm256_madd_epi16(
-                        _mm256_maddubs_epi16(u[r], wv), ones));
+                        _mm256_maddubs_epi16(u[r], signed_w), ones));
                     __asm__("" : "+x"(a[r][v]));
                 }
             }
         }
 #pragma GCC unroll 8
         for (int v = 0; v < nv; v++) {
-            const __m256i offset = _mm256_slli_epi32(
-                _mm256_loadu_si256((const __m256i *)(wsum + (j0 + v) * 8)), 6);
+            const __m256i offset = q7 ? _mm256_slli_epi32(_mm256_loadu_si256(
+                (const __m256i *)(wsum + (j0 + v) * 8)), 6) : _mm256_setzero_si256();
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++)
                 acc[r][j0 + v] = (vf)_mm256_cvtepi32_ps(_mm256_sub_epi32(a[r][v], offset));
         }
-    }
-}
-
-FL_INLINE void fl_tile_vnni_g(const int G, const int R, const int q7, const int8_t *w,
-                              const int32_t *wsum, const uint8_t *hu8, long ldu, long K4,
-                              vf acc[FL_MAX_ROWS][FL_ACC])
-{
-    if (q7) {
-        fl_tile_q7_g(G, R, w, wsum, hu8, ldu, K4, acc);
-        return;
-    }
-    const int NV = G * FL_NH, V = R == 1 ? 8 : R == 2 ? 4 : 2;
-    const long ldw = (long)G * FL_U * 4;
-    const __m256i bias = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
-    for (int j0 = 0; j0 < NV; j0 += V) {
-        const int nv = NV - j0 < V ? NV - j0 : V;
-        __m256i a[FL_MAX_ROWS][8];
-#pragma GCC unroll 8
-        for (int r = 0; r < R; r++)
-#pragma GCC unroll 8
-            for (int v = 0; v < nv; v++) a[r][v] = _mm256_setzero_si256();
-        for (long k4 = 0; k4 < K4; k4++) {
-            __m256i q[FL_MAX_ROWS], m[FL_MAX_ROWS];
-#pragma GCC unroll 4
-            for (int r = 0; r < R; r++) {
-                int32_t quad;
-                memcpy(&quad, hu8 + r * ldu + 4 * k4, 4);
-                q[r] = _mm256_xor_si256(_mm256_set1_epi32(quad), bias);
-                m[r] = _mm256_abs_epi8(q[r]);
-            }
-#pragma GCC unroll 8
-            for (int v = 0; v < nv; v++) {
-                const __m256i wv = _mm256_loadu_si256(
-                    (const __m256i *)(w + k4 * ldw + (long)(j0 + v) * 32));
-#pragma GCC unroll 4
-                for (int r = 0; r < R; r++) {
-                    a[r][v] = _mm256_add_epi32(a[r][v], _mm256_madd_epi16(
-                        _mm256_maddubs_epi16(m[r], _mm256_sign_epi8(wv, q[r])), ones));
-                    __asm__("" : "+x"(a[r][v]));
-                }
-            }
-        }
-#pragma GCC unroll 8
-        for (int v = 0; v < nv; v++)
-#pragma GCC unroll 4
-            for (int r = 0; r < R; r++) acc[r][j0 + v] = (vf)_mm256_cvtepi32_ps(a[r][v]);
     }
 }
 #define FL_HAVE_VNNI 1
@@ -875,13 +833,22 @@ static FL_VNNI_TARGET void fl_tile_vnni(int G, int R, int q7, const int8_t *w,
                                         const int32_t *wsum, const uint8_t *hu8, long ldu,
                                         long K4, vf acc[FL_MAX_ROWS][FL_ACC])
 {
-    switch (G * 8 + R) {
-#define FL_VNNI_CASE(GG, RR) \
-    case GG * 8 + RR: fl_tile_vnni_g(GG, RR, q7, w, wsum, hu8, ldu, K4, acc); break;
-    FL_VNNI_CASE(4, 1) FL_VNNI_CASE(4, 2) FL_VNNI_CASE(4, 3) FL_VNNI_CASE(4, 4)
-    FL_VNNI_CASE(3, 1) FL_VNNI_CASE(3, 2) FL_VNNI_CASE(3, 3) FL_VNNI_CASE(3, 4)
-    FL_VNNI_CASE(2, 1) FL_VNNI_CASE(2, 2) FL_VNNI_CASE(2, 3) FL_VNNI_CASE(2, 4)
-    FL_VNNI_CASE(1, 1) FL_VNNI_CASE(1, 2) FL_VNNI_CASE(1, 3) FL_VNNI_CASE(1, 4)
+#if defined(__AVX512F__)
+    q7 = 0;  /* vpdpbusd takes q + 128 on either grid */
+#endif
+    switch ((q7 ? 64 : 0) + G * 8 + R) {
+#define FL_VNNI_CASE(Q, GG, RR) \
+    case Q * 64 + GG * 8 + RR: fl_tile_vnni_g(GG, RR, Q, w, wsum, hu8, ldu, K4, acc); break;
+#define FL_VNNI_CASES(Q) \
+    FL_VNNI_CASE(Q, 4, 1) FL_VNNI_CASE(Q, 4, 2) FL_VNNI_CASE(Q, 4, 3) FL_VNNI_CASE(Q, 4, 4) \
+    FL_VNNI_CASE(Q, 3, 1) FL_VNNI_CASE(Q, 3, 2) FL_VNNI_CASE(Q, 3, 3) FL_VNNI_CASE(Q, 3, 4) \
+    FL_VNNI_CASE(Q, 2, 1) FL_VNNI_CASE(Q, 2, 2) FL_VNNI_CASE(Q, 2, 3) FL_VNNI_CASE(Q, 2, 4) \
+    FL_VNNI_CASE(Q, 1, 1) FL_VNNI_CASE(Q, 1, 2) FL_VNNI_CASE(Q, 1, 3) FL_VNNI_CASE(Q, 1, 4)
+    FL_VNNI_CASES(0)
+#if !defined(__AVX512F__)
+    FL_VNNI_CASES(1)
+#endif
+#undef FL_VNNI_CASES
 #undef FL_VNNI_CASE
     default: break;
     }
@@ -1285,7 +1252,7 @@ static void fl_project_rows(int G, int wt, const void *w_blocks, long n_blocks, 
  * (Zen 3, 1 thread, AVX2, min of 20 ms, harness): 6400 x 256 @ 256 x 1024 63.9 -> 41.0,
  * 50 x 1024 @ 1024 x 4096 (x in two bf16 parts) 9.5 -> 4.1; in the layer's projection
  * of thr_med (6400 x 256 @ 256 x 1024) 54-68 -> 27 with the 7-bit grid (FL_QMAX) and
- * the tiles' register fix (fl_tile_q7_g).
+ * the tiles' register fix (fl_tile_vnni_g).
  * Rows are quantized a panel of FL_Q8_PANEL_ROWS at a time, each row once for all blocks,
  * into per-thread scratch of fl_q8_scratch_bytes(K): the panel's scales, then its rows as
  * bytes (q + 128, rows of fl_q8_ldu(K)) or, without wq, as floats (rows of K). */
