@@ -111,9 +111,15 @@ def test_layouts_of_the_threads(restore_threads, monkeypatch):
     assert layout(2, 64, 2, small) == "team"
 
 
+# bf16 rounds h every step too: off the AMX tiles, where row tiles of different sizes
+# sum in different orders, a last-bit difference can move a value across a bf16
+# rounding boundary (seen: 5e-5 on GRU 129 at batch 65, test_precision.ISA_ATOL)
+BF16_HALVES_ATOL = 1e-6 if cython_glue._AMX_CPU else 2e-3
+
+
 @pytest.mark.parametrize("precision, atol, batch", [
-    ("bf16", 1e-6, 33),  # sums of exact products taken in another order (other tile rows)
-    ("bf16", 1e-6, 65),  # the LSTM's steps multiply x in their tiles (halves of 33, 32)
+    ("bf16", BF16_HALVES_ATOL, 33),  # on AMX: sums of exact products, other tile rows
+    ("bf16", BF16_HALVES_ATOL, 65),  # the LSTM's steps multiply x in their tiles (AMX)
     # int8 quantizes h every step: a last-bit difference can move a value across a
     # rounding boundary of the int8 grid (test_precision.ISA_ATOL)
     ("int8", 2e-3, 33),
@@ -123,10 +129,14 @@ def test_layouts_of_the_threads(restore_threads, monkeypatch):
 def test_batch_halves_give_the_one_thread_results(restore_threads, rng, precision, atol, batch):
     """Batches run in two halves side by side on 2 threads (bf16/int8 from 8 rows, fp32
     from 64 on AMX CPUs): the same numbers as one team on 1 thread, with lengths, initial
-    states, projection and the original GRU, for an odd batch (halves of different sizes)."""
+    states, projection and the original GRU, for an odd batch (halves of different sizes).
+    Weights from ``rng`` (the default initialisation is unseeded)."""
     layers = [fastlstm.LSTM(17, 37, num_layers=2, proj_size=5, precision=precision),
               fastlstm.GRU(17, 37, precision=precision, linear_before_reset=False),
               fastlstm.GRU(17, 129, precision=precision)]
+    for layer in layers:
+        layer.load_state_dict({key: rng.uniform(-0.3, 0.3, value.shape).astype(np.float32)
+                               for key, value in layer.state_dict().items()})
     x = rng.normal(size=(9, batch, 17)).astype(np.float32)
     lengths = rng.integers(1, 10, batch)
     for layer in layers:
