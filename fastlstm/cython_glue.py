@@ -385,18 +385,27 @@ def sequence_plan(mode, xproj, xcol, direction, has_proj, h_state, c_state, h_fu
         blocks = slice(d * n_blk, (d + 1) * n_blk)
         width = layer.w_ih.shape[2]
         columns = slice(d * n_blk * width, (d + 1) * n_blk * width)
-        amx = (_USE_AMX and layer.w_ih_pairs is not None and project_scratch is not None
-               and project_scratch.a16 is not None)
-        vnni = _USE_VNNI and layer.w_ih_q is not None
+        pairs, a16, stage, wq, wsum, q8 = _projection_arrays(layer, blocks, project_scratch)
         _kernels.bind_projection(
             plan, layer.w_ih[blocks], layer.bias[columns],
-            None if layer.scale_ih is None else layer.scale_ih[columns],
-            layer.w_ih_pairs[blocks] if amx else None,
-            project_scratch.a16 if amx else None, project_scratch.stage if amx else None,
-            fused, layer.w_ih_q[blocks] if vnni else None,
-            layer.w_ih_sum[blocks] if vnni else None,
-            None if project_scratch is None else project_scratch.q8)
+            None if layer.scale_ih is None else layer.scale_ih[columns], pairs, a16, stage,
+            fused, wq, wsum, q8)
     return plan
+
+
+def _projection_arrays(layer, blocks, scratch):
+    """The optional arrays of the kernels' input projection of ``layer``'s blocks (a
+    slice): (w_pairs, a16_scratch, stage) for AMX tiles, where the CPU has them and
+    FASTLSTM_AMX allows; (wq, wsum) for int8's integer tiles unless FASTLSTM_VNNI=0;
+    int8's q8_scratch.  None for each that does not apply; ``scratch`` a ProjectScratch
+    or None."""
+    amx = (_USE_AMX and layer.w_ih_pairs is not None and scratch is not None
+           and scratch.a16 is not None)
+    vnni = _USE_VNNI and layer.w_ih_q is not None
+    return (layer.w_ih_pairs[blocks] if amx else None, scratch.a16 if amx else None,
+            scratch.stage if amx else None, layer.w_ih_q[blocks] if vnni else None,
+            layer.w_ih_sum[blocks] if vnni else None,
+            None if scratch is None else scratch.q8)
 
 
 class ProjectScratch:
@@ -433,14 +442,8 @@ def project(gates, layer, x, out, threads, scratch, batch):
     """out (N, D*n_blk*G*16) = x (N, K) @ layer's input weights + bias, blocked columns,
     x holding N / batch steps of ``batch`` rows; on AMX tiles where the CPU has them and
     ``scratch`` (a ProjectScratch) is given."""
-    amx = (_USE_AMX and layer.w_ih_pairs is not None and scratch is not None
-           and scratch.a16 is not None)
-    vnni = _USE_VNNI and layer.w_ih_q is not None
     _kernels.project(gates, layer.w_ih, layer.bias, x, out, threads, batch, layer.scale_ih,
-                     layer.w_ih_pairs if amx else None, scratch.a16 if amx else None,
-                     scratch.stage if amx else None, layer.w_ih_q if vnni else None,
-                     layer.w_ih_sum if vnni else None,
-                     None if scratch is None else scratch.q8)
+                     *_projection_arrays(layer, slice(None), scratch))
 
 
 @dataclass

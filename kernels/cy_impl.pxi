@@ -104,7 +104,7 @@ cdef extern from "fastlstm_simd.h" nogil:
                          long ldo, long row0, long row1, int x_parts)
     void fl_quantize_rows(const float *h, long ldh, long K, long rows, float *hq, long ldq,
                           uint8_t *hu8, long ldu, float *hscale, float qmax)
-    float FL_QMAX(long step_rows)
+    float FL_QMAX(int q7)
     long fl_q8_ldu(long K)
     long fl_q8_scratch_bytes(long K)
     void fl_q8_quantize_panel(const float *x, long ldx, long K, long rows, int as_bytes,
@@ -403,6 +403,17 @@ cdef int _check_q8(str caller, long n_blocks, long width, long K, int n_threads,
     return 0
 
 
+cdef inline const int8_t *_wq_at(const int8_t *wq, long blk, long K, long width) noexcept nogil:
+    """Block blk of int8 weights in VNNI order (n_blk, fl_q8_ldu(K) / 4, width, 4), or NULL."""
+    return wq + blk * fl_q8_ldu(K) * width if wq != NULL else NULL
+
+
+cdef inline const int32_t *_wsum_at(const int8_t *wq, const int32_t *wsum, long blk,
+                                    long width) noexcept nogil:
+    """Block blk's column sums of those weights, or NULL with them."""
+    return wsum + blk * width if wq != NULL else NULL
+
+
 cdef inline long _block_at(long j, long b0, long b1, bint backwards) noexcept nogil:
     """The j-th block of [b0, b1), counted from b1 - 1 when ``backwards``."""
     return b1 - 1 - j if backwards else b0 + j
@@ -426,10 +437,9 @@ cdef void _project_part(int G, int wt, const void *w, const float *wscale, const
     if b1 <= b0 or r1 <= r0:
         return
     if wt == 2:
-        fl_project_q8_rows(G, <const int8_t *>w + b0 * K * width,
-                           wq + b0 * fl_q8_ldu(K) * width if wq != NULL else NULL,
-                           wsum + b0 * width if wq != NULL else NULL, ws, b1 - b0, K,
-                           bias + b0 * width, x, ldx, out + b0 * width, ldo, r0, r1, q7, q8)
+        fl_project_q8_rows(G, <const int8_t *>w + b0 * K * width, _wq_at(wq, b0, K, width),
+                           _wsum_at(wq, wsum, b0, width), ws, b1 - b0, K, bias + b0 * width,
+                           x, ldx, out + b0 * width, ldo, r0, r1, q7, q8)
         return
     if pairs != NULL and wt != 0:
         r_tiles = r1
@@ -466,8 +476,8 @@ cdef inline void _project_block(const SeqArgs *s, long blk, int slot) noexcept n
         _project_own_blocks(s, blk, blk + 1, slot)
         return
     fl_q8_panel_product(width // FL_U, <const int8_t *>s.p_w + blk * s.p_K * width,
-                        s.p_wq + blk * fl_q8_ldu(s.p_K) * width if s.p_wq != NULL else NULL,
-                        s.p_wsum + blk * width if s.p_wq != NULL else NULL,
+                        _wq_at(s.p_wq, blk, s.p_K, width),
+                        _wsum_at(s.p_wq, s.p_wsum, blk, width),
                         s.p_scale + blk * width, 1, s.p_K, s.p_bias + blk * width,
                         _q8_scratch(s, slot), s.p_rows, s.q7, s.xproj + s.xcol + blk * width,
                         s.ldx)
@@ -571,7 +581,7 @@ cdef void _sequence_thread(const SeqArgs *s, fl_barrier_state *barrier, int tid,
         dp_step = bf16dp and n_act <= FL_BF16DP_MAX_ROWS
         if s.quantize:
             fl_quantize_rows(h_cur, s.ld_state, s.K, n_act, hq, s.ldq, hu8, s.ldu, hscale,
-                             FL_QMAX(s.step_rows))
+                             FL_QMAX(s.q7))
         elif (amx_step or dp_step) and a16 != NULL:
             fl_bf16_split_rows(h_cur, s.ld_state, s.K, n_act, a16, a.a16_part, h_parts, a.lda16)
         elif s.wt == 1:  # bf16 on FMAs: h rounded, the values the tiles multiply
@@ -1311,8 +1321,9 @@ def project(int gates, const weight_t[:, :, ::1] w_blocks, const float[::1] bias
     thread).
     int8 weights multiply x quantized per row (symmetric, max|x| / 127 as h in the
     steps, or / 63 from Q7_MIN_ROWS rows a step), in q8_scratch (threads, >=
-    q8_scratch_bytes(K)) uint8 (required); with wq (n_blocks, K4, G*16, 4) int8 (the same weights, 4 consecutive k of a column adjacent,
-    4*K4 = K rounded up to a multiple of 64) and wsum (n_blocks, G*16) int32 (their
+    q8_scratch_bytes(K)) uint8 (required); with wq (n_blocks, K4, G*16, 4) int8 (the
+    same weights, 4 consecutive k of a column adjacent, 4*K4 = K rounded up to a
+    multiple of 64) and wsum (n_blocks, G*16) int32 (their
     column sums) on integer tiles where the CPU has them: the same results.
     """
     cdef long n_rows = x.shape[0]
@@ -1345,6 +1356,7 @@ def project(int gates, const weight_t[:, :, ::1] w_blocks, const float[::1] bias
                          f"got {step_rows}")
     cdef const int8_t *wq_p = NULL
     cdef const int32_t *wsum_p = NULL
+    cdef bint q7 = step_rows >= FL_Q7_MIN_ROWS
     cdef uint8_t *q8 = NULL
     cdef long q8_stride = 0
     if wt == 2:
@@ -1368,9 +1380,9 @@ def project(int gates, const weight_t[:, :, ::1] w_blocks, const float[::1] bias
         with nogil:
             _project_thread(gates, wt, w, ws, n_blocks, K, b, xp, ldx, op, ldo, n_rows,
                             pairs, K2p, a16, a16_stride, st, stage_stride, x_parts, wq_p, wsum_p,
-                            q8, q8_stride, step_rows >= FL_Q7_MIN_ROWS)
+                            q8, q8_stride, q7)
     else:
         with nogil, parallel(num_threads=n_threads):
             _project_thread(gates, wt, w, ws, n_blocks, K, b, xp, ldx, op, ldo, n_rows,
                             pairs, K2p, a16, a16_stride, st, stage_stride, x_parts, wq_p, wsum_p,
-                            q8, q8_stride, step_rows >= FL_Q7_MIN_ROWS)
+                            q8, q8_stride, q7)

@@ -672,7 +672,7 @@ FL_INLINE void fl_store_u8(uint8_t *u, vf q)
  * or NULL), q + 128 as bytes padded with 128 (q = 0) to ldu (hu8, or NULL), each row's
  * scale (hscale). */
 #define FL_Q7_MIN_ROWS 16
-#define FL_QMAX(step_rows) ((step_rows) >= FL_Q7_MIN_ROWS ? 63.0f : 127.0f)
+#define FL_QMAX(q7) ((q7) ? 63.0f : 127.0f)
 __attribute__((optimize("fp-contract=off")))
 static void fl_quantize_rows(const float *h, long ldh, long K, long rows, float *hq, long ldq,
                              uint8_t *hu8, long ldu, float *hscale, float qmax)
@@ -1285,7 +1285,7 @@ static void fl_q8_quantize_panel(const float *x, long ldx, long K, long rows, in
     float *xscale = (float *)scratch;
     uint8_t *data = scratch + FL_Q8_PANEL_ROWS * sizeof(float);
     fl_quantize_rows(x, ldx, K, rows, as_bytes ? NULL : (float *)data, K,
-                     as_bytes ? data : NULL, fl_q8_ldu(K), xscale, q7 ? 63.0f : 127.0f);
+                     as_bytes ? data : NULL, fl_q8_ldu(K), xscale, FL_QMAX(q7));
 }
 
 /* out (rows, ldo) = the quantized panel in scratch (fl_q8_quantize_panel, as bytes when

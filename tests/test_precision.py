@@ -102,6 +102,14 @@ def reduced_h(precision, h, batch):
     return bf16_h(h) if precision == "bf16" else quantized(h, int8_levels(batch))
 
 
+def direction_weights(state, tag=""):
+    """reduced_step's weights of the direction ``tag`` (e.g. "_l0", "_l1_reverse"; "" for
+    a cell) of a float64 state dict; absent biases 0, absent projection None."""
+    return {"w_ih": state[f"weight_ih{tag}"], "w_hh": state[f"weight_hh{tag}"],
+            "b_ih": state.get(f"bias_ih{tag}", 0.0), "b_hh": state.get(f"bias_hh{tag}", 0.0),
+            "w_hr": state.get(f"weight_hr{tag}")}
+
+
 def reduced_step(precision, mode, weights, x, h, c, peephole=None, coupled_input_forget=False,
                  clip=None, linear_before_reset=True, batch=1):
     """One step of one sequence of a call of ``batch``, float64: weight matrices rounded to
@@ -159,9 +167,7 @@ def reduced_reference(precision, mode, state, x, lengths, hidden, outputs, bidir
         out = np.zeros((steps, batch, len(directions) * hidden_out))
         for d, suffix in enumerate(directions):
             tag = f"_l{layer}{suffix}"
-            weights = {"w_ih": state[f"weight_ih{tag}"], "w_hh": state[f"weight_hh{tag}"],
-                       "b_ih": state.get(f"bias_ih{tag}", 0.0), "b_hh": state.get(f"bias_hh{tag}", 0.0),
-                       "w_hr": state.get(f"weight_hr{tag}")}
+            weights = direction_weights(state, tag)
             columns = slice(d * hidden_out, (d + 1) * hidden_out)
             for b in range(batch):
                 c = np.zeros(hidden) if mode == "LSTM" else None
@@ -313,8 +319,7 @@ def assert_cell_step_matches_reduced_step(cell_class, precision, batch, hidden, 
     cell = getattr(fastlstm, cell_class).from_torch(module, precision=precision)
     got = cell(x, (h, c)) if cell_class == "LSTMCell" else cell(x, h)
     state = float64_state(module)
-    weights = {"w_ih": state["weight_ih"], "w_hh": state["weight_hh"], "b_ih": state["bias_ih"],
-               "b_hh": state["bias_hh"]}
+    weights = direction_weights(state)
     mode = cell_class[:-len("Cell")]
     for row in range(batch):
         ref = reduced_step(precision, kernel_mode(mode, {}), weights,
@@ -421,8 +426,7 @@ def test_int8_single_steps_match_the_reduced_reference(batch, rng):
     h0 = rng.uniform(-1, 1, size=(1, batch, 37)).astype(np.float32)
     got, (h_n, _) = layer(x, (h0, np.zeros_like(h0)))
     state = float64_state(module)
-    weights = {"w_ih": state["weight_ih_l0"], "w_hh": state["weight_hh_l0"],
-               "b_ih": state["bias_ih_l0"], "b_hh": state["bias_hh_l0"]}
+    weights = direction_weights(state, "_l0")
     for row in range(batch):
         ref, _ = reduced_step("int8", "LSTM", weights,
                               multiplied_input(x[0, row], batch, "int8").astype(np.float64),
