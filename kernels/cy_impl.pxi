@@ -124,6 +124,10 @@ cdef extern from "fastlstm_simd.h" nogil:
         int count
         int generation
     void fl_barrier_wait(fl_barrier_state *b, int tid, int n_threads)
+    ctypedef struct fl_team_cpus:
+        int n_cpus
+    void fl_team_cpus_of_caller(fl_team_cpus *t)
+    void fl_team_pin(const fl_team_cpus *t, int tid, int n_threads)
     int fl_num_threads()
     int fl_thread_id()
     int fl_openmp_enabled()
@@ -828,12 +832,15 @@ cdef class SequencePlan:
     cdef void _steps(self, SeqArgs *s) noexcept:
         """Every step of s (this plan's arguments with the call's arrays), the GIL released."""
         cdef fl_barrier_state barrier
+        cdef fl_team_cpus cpus
         memset(&barrier, 0, sizeof(barrier))
         if self.n_threads <= 1:
             with nogil:
                 _sequence_thread(s, &barrier, 0, 1, 0)
         else:
+            fl_team_cpus_of_caller(&cpus)
             with nogil, parallel(num_threads=self.n_threads):
+                fl_team_pin(&cpus, fl_thread_id(), fl_num_threads())
                 _sequence_thread(s, &barrier, fl_thread_id(), fl_num_threads(), fl_thread_id())
 
 
@@ -866,6 +873,7 @@ def run_side_by_side(SequencePlan first not None, SequencePlan second not None, 
     cdef SeqArgs s1 = first.s
     cdef SeqArgs s2 = second.s
     cdef fl_barrier_state barriers[2]
+    cdef fl_team_cpus cpus
     cdef int team = first.n_threads
     cdef bint rows_overlap = s1.row0 < s2.row0 + s2.batch and s2.row0 < s1.row0 + s1.batch
     if second.n_threads != team:
@@ -883,7 +891,9 @@ def run_side_by_side(SequencePlan first not None, SequencePlan second not None, 
     first._begin(&s1, x, out, h0, c0, h_n, c_n, first_state)
     second._begin(&s2, x, out, h0, c0, h_n, c_n, second_state)
     memset(barriers, 0, sizeof(barriers))
+    fl_team_cpus_of_caller(&cpus)
     with nogil, parallel(num_threads=2 * team):
+        fl_team_pin(&cpus, fl_thread_id(), fl_num_threads())
         _side_by_side_thread(&s1, &s2, barriers, team)
     first._end(&s1, h_n, c_n, first_state)
     second._end(&s2, h_n, c_n, second_state)

@@ -1487,6 +1487,63 @@ static inline void fl_ftz_exit(unsigned old)
 #endif
 }
 
+/* Team threads on CPUs of their own.  A worker woken for a call lands where Linux
+ * puts it, often on the caller's CPU (wake-affine), and the per-step barrier then
+ * waits for a CPU to be shared (2 threads, lat_med bf16, calls 20 ms apart, 150 calls:
+ * p99 11-12 ms against 2.7 ms typical).  Worker tid of a call is pinned to the tid-th
+ * allowed CPU after the caller's current one (the caller is never pinned); a worker
+ * keeps its CPU while it stays the right one, so the pin costs a system call only when
+ * the caller has moved. */
+#define FL_TEAM_MAX_CPUS 1024
+typedef struct {
+    int n_cpus;               /* CPUs the caller may run on (0: do not pin) */
+    int caller_index;         /* the caller's current CPU among them */
+    int cpus[FL_TEAM_MAX_CPUS];
+} fl_team_cpus;
+
+/* The caller's allowed CPUs and where it runs now (called by the caller, before the
+ * team starts). */
+static void fl_team_cpus_of_caller(fl_team_cpus *t)
+{
+#ifdef __linux__
+    cpu_set_t allowed;
+    const int current = sched_getcpu();
+    t->n_cpus = 0;
+    t->caller_index = -1;
+    if (current < 0 || sched_getaffinity(0, sizeof allowed, &allowed) != 0) return;
+    for (int cpu = 0; cpu < CPU_SETSIZE && t->n_cpus < FL_TEAM_MAX_CPUS; cpu++) {
+        if (!CPU_ISSET(cpu, &allowed)) continue;
+        if (cpu == current) t->caller_index = t->n_cpus;
+        t->cpus[t->n_cpus++] = cpu;
+    }
+    if (t->caller_index < 0 || t->n_cpus < 2) t->n_cpus = 0;
+#else
+    t->n_cpus = 0;
+    t->caller_index = -1;
+#endif
+}
+
+#ifdef __linux__
+static __thread int fl_worker_cpu = -1;
+#endif
+
+/* Team thread tid (> 0) onto its CPU of t; tid 0, the caller, stays as it is, as do
+ * teams larger than the CPUs. */
+static void fl_team_pin(const fl_team_cpus *t, int tid, int n_threads)
+{
+#ifdef __linux__
+    if (tid <= 0 || n_threads > t->n_cpus) return;
+    const int cpu = t->cpus[(t->caller_index + tid) % t->n_cpus];
+    if (cpu == fl_worker_cpu) return;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    if (sched_setaffinity(0, sizeof one, &one) == 0) fl_worker_cpu = cpu;
+#else
+    (void)t; (void)tid; (void)n_threads;
+#endif
+}
+
 /* The per-step barrier of a thread team.  OpenMP's barrier spin-waits: when
  * another process holds one of the cores, a spinning thread keeps its partner
  * off the CPU for a whole time slice at every step (measured, 2 threads with

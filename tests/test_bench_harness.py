@@ -665,3 +665,23 @@ def test_bench_suite_runs_in_quick_mode():
     if _has("torch"):
         assert "PASSED bench/test_bench.py::test_bench[1t-step1-torch-int8]" in done.stdout
         assert "torch.nn.GRU has no linear_before_reset=False" in done.stdout
+
+
+# -- bench/sporadic.py: calls that arrive apart -------------------------------------------------
+
+@pytest.mark.skipif(not _has("torch") or "cython" not in fastlstm.available_backends(),
+                    reason="the fp32 reference is PyTorch's; the script runs the Cython backend")
+def test_sporadic_script_prints_percentiles_of_spaced_and_back_to_back_calls():
+    command = [sys.executable, "bench/sporadic.py", "--quick", "--configs", "step1",
+               "--threads", "1,2", "--peers", "", "--precision", "fp32,int8", "--gap-ms", "5"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    table = [line.split("|")[1:-1] for line in done.stdout.splitlines()
+             if line.startswith("| step1 |")]
+    # 2 engines x 2 thread counts x (5 ms apart, back to back)
+    assert [(cells[1].strip(), cells[2].strip(), cells[3].strip()) for cells in table] == [
+        (engine, threads, gap) for threads in ("1", "2")
+        for engine in ("fastlstm[cython]", "fastlstm[cython,int8]") for gap in ("5", "0")]
+    for cells in table:
+        p10, p50, p90, p99, worst = (float(cell) for cell in cells[4:])
+        assert 0 < p10 <= p50 <= p90 <= p99 <= worst

@@ -183,3 +183,55 @@ def test_denormals_are_flushed_only_inside_kernels(rng):
     assert np.all(np.isfinite(out))
     tiny = np.array([1e-39], np.float32)
     assert (tiny * np.float32(1.0))[0] != 0.0
+
+
+PINNING_PROBE = """
+import os, sys, numpy as np, fastlstm
+def pinned_threads():
+    found = {}
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/status") as status:
+            for line in status:
+                if line.startswith("Cpus_allowed_list:"):
+                    cpus = line.split(":")[1].strip()
+                    if cpus.isdigit():
+                        found[int(tid)] = int(cpus)
+    return found
+allowed = sorted(os.sched_getaffinity(0))
+if len(sys.argv) > 1:
+    allowed = allowed[:1]
+    os.sched_setaffinity(0, allowed)
+fastlstm.set_num_threads(2)
+layer = fastlstm.LSTM(256, 256, backend="cython")
+x = np.random.default_rng(0).normal(size=(20, 1, 256)).astype(np.float32)
+before = pinned_threads()
+out = layer(x)[0]
+after = pinned_threads()
+fastlstm.set_num_threads(1)
+alone = layer(x)[0]
+print(repr((before, after, os.getpid(), sorted(os.sched_getaffinity(0)), allowed,
+            float(np.abs(out - alone).max()))))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or len(os.sched_getaffinity(0)) < 2
+                    or not cython_glue._kernels.openmp_enabled(),
+                    reason="needs Linux, two allowed CPUs and OpenMP")
+def test_team_workers_are_pinned_apart_from_the_caller():
+    """A 2-thread call pins its worker to one allowed CPU (not the caller: the caller's
+    own affinity is left as it was), so the worker cannot be woken onto the caller's
+    CPU; with one CPU allowed the team shares it.  Results equal the 1-thread call."""
+    result = run_python(PINNING_PROBE)
+    assert result.returncode == 0, result.stderr
+    before, after, pid, caller_cpus, allowed, diff = eval(result.stdout)
+    assert before == {}
+    assert pid not in after and caller_cpus == allowed
+    assert len(after) == 1 and list(after.values())[0] in allowed
+    assert diff <= 1e-6
+
+    result = subprocess.run([sys.executable, "-c", PINNING_PROBE, "one-cpu"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    before, after, pid, caller_cpus, allowed, diff = eval(result.stdout)
+    assert caller_cpus == allowed and len(allowed) == 1 and set(after.values()) == set(allowed)
+    assert diff <= 1e-6
