@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -211,6 +212,58 @@ def test_interleaved_timing_shares_every_round(monkeypatch):
     timed = calls[2 * warm:]
     assert timed == ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3 + ["a"] * 4 + ["b"] * 4
     assert log.count(("activate", "a")) == 1 + 3
+
+
+def _busy_thread(seconds):
+    """A thread keeping a core busy for ``seconds`` (numpy sums release the GIL)."""
+    import threading
+
+    def spin():
+        block = np.ones(1 << 16, np.float32)
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            block.sum()
+
+    thread = threading.Thread(target=spin)
+    thread.start()
+    return thread
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="per-thread CPU time: Linux")
+def test_wait_for_quiet_threads_waits_out_a_busy_thread():
+    """A thread busy for 0.25 s is waited out (quiet, after >= 0.2 s); one busy for 2 s
+    outlasts a 0.1 s limit (not quiet); with nothing busy the wait takes a window or two."""
+    timing.wait_for_quiet_threads(max_s=2.0)   # earlier tests' worker threads settle
+    waited, quiet = timing.wait_for_quiet_threads(max_s=2.0)
+    assert quiet and waited < 0.2
+    spinner = _busy_thread(0.25)
+    time.sleep(0.02)
+    waited, quiet = timing.wait_for_quiet_threads(max_s=2.0)
+    spinner.join()
+    assert quiet and waited >= 0.2
+    spinner = _busy_thread(2.0)
+    time.sleep(0.02)
+    waited, quiet = timing.wait_for_quiet_threads(max_s=0.1)
+    spinner.join()
+    assert not quiet and 0.1 <= waited < 1.0
+
+
+def test_wait_for_quiet_threads_without_proc_returns_at_once(monkeypatch):
+    monkeypatch.setattr(timing, "_other_threads_cpu_s", lambda: None)
+    assert timing.wait_for_quiet_threads(max_s=1.0) == (0.0, True)
+
+
+def test_interleaved_timing_waits_for_quiet_threads_at_each_switch(monkeypatch):
+    monkeypatch.setattr(timing, "SWITCH_PAUSE_S", 0.0)
+    waits = []
+    monkeypatch.setattr(timing, "wait_for_quiet_threads", lambda: waits.append(1) or (0.0, True))
+    log = []
+    timing.measure_interleaved([_LoggingRunner("a", log), _LoggingRunner("b", log)], repeat=4,
+                               rounds=2)
+    assert len(waits) == 4   # 2 rounds x 2 shares
+    waits.clear()
+    timing.measure_interleaved([_LoggingRunner("a", log)], repeat=4, rounds=2)
+    assert waits == []       # one engine: nothing to switch from
 
 
 def test_interleaved_timing_reports_a_failing_runner_and_times_the_rest(monkeypatch):

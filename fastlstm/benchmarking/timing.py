@@ -6,7 +6,9 @@ Engines compared in one table are timed in interleaved rounds (``measure_interle
 each gets a share of its calls in every round, so a burst of load from elsewhere on a
 shared machine falls on all of them rather than on whichever ran at that moment."""
 
+import os
 import statistics
+import threading
 import time
 from dataclasses import dataclass
 
@@ -22,11 +24,22 @@ QUICK_MIN_REPEAT = 2
 MAX_REPEAT = 2000
 # Interleaved timing: rounds of every engine's share of calls; after a switch the
 # engine's caches are cold and the previous engine's worker threads may still spin,
-# so each share starts after a short pause and, for calls shorter than REWARM_BELOW_S
-# (where a cold cache would show), with one untimed call.
+# so each share starts after a short pause, then waits until the process's other
+# threads have gone quiet (wait_for_quiet_threads), and, for calls shorter than
+# REWARM_BELOW_S (where a cold cache would show), makes one untimed call.  The
+# spinning lasts longer than a short pause: after 10 calls of lat_med at 2 threads
+# another thread kept a core busy for 65-70 ms after ONNX Runtime's, and 105-110 ms
+# after the Numba backend's (SciPy's OpenBLAS workers); a 2-thread fastlstm call
+# started in that time took 25-57 ms instead of 1.5 (Zen 3, 2 cores).
 ROUNDS = 5
 SWITCH_PAUSE_S = 0.01
 REWARM_BELOW_S = 0.05
+# Quiet: the other threads used less than QUIET_SHARE of a core over a window of
+# QUIET_WINDOW_S (long enough for CPU time counted in scheduler ticks of 4 ms); the
+# wait gives up after QUIET_MAX_S.
+QUIET_WINDOW_S = 0.01
+QUIET_SHARE = 0.3
+QUIET_MAX_S = 0.5
 # The caller's correctness check is the first call (and compiles); warm-up adds
 # at least one more, and keeps going while under WARMUP_BUDGET_S.
 WARMUP_CALLS = 1
@@ -55,6 +68,48 @@ def warm_up(fn, calls=WARMUP_CALLS, budget_s=WARMUP_BUDGET_S):
         last = time.perf_counter() - t0
         done += 1
     return last
+
+
+def _other_threads_cpu_s():
+    """CPU seconds used so far by this process's threads other than the calling one, or
+    None where /proc does not give them (per-thread schedstat: Linux)."""
+    me = threading.get_native_id()
+    total = 0
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    for tid in tids:
+        if tid == str(me):
+            continue
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as handle:
+                total += int(handle.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # the thread ended, or no schedstat
+    return total / 1e9
+
+
+def wait_for_quiet_threads(max_s=None, window_s=None, share=None):
+    """Wait until the process's other threads (a previous engine's workers spinning after
+    its calls) use less than ``share`` of a core over a window of ``window_s``, for at
+    most ``max_s`` (defaults: QUIET_SHARE, QUIET_WINDOW_S, QUIET_MAX_S).  Returns
+    (seconds waited, whether they went quiet); (0, True) at once where /proc gives no
+    per-thread CPU time."""
+    max_s = QUIET_MAX_S if max_s is None else max_s
+    window_s = QUIET_WINDOW_S if window_s is None else window_s
+    share = QUIET_SHARE if share is None else share
+    start = time.perf_counter()
+    used = _other_threads_cpu_s()
+    if used is None:
+        return 0.0, True
+    while time.perf_counter() - start < max_s:
+        time.sleep(window_s)
+        now = _other_threads_cpu_s()
+        if now - used < share * window_s:
+            return time.perf_counter() - start, True
+        used = now
+    return time.perf_counter() - start, False
 
 
 def plan_repeats(estimate_s, quick=False, repeat=None):
@@ -121,6 +176,7 @@ def measure_interleaved(runners, *, quick=False, repeat=None, rounds=ROUNDS):
                 runner.activate()
                 if len(runners) > 1 and not quick:
                     time.sleep(SWITCH_PAUSE_S)
+                    wait_for_quiet_threads()
                     if estimates[i] < REWARM_BELOW_S:
                         runner()
                 for _ in range(share):
