@@ -125,9 +125,9 @@ cdef extern from "fastlstm_simd.h" nogil:
         int generation
     void fl_barrier_wait(fl_barrier_state *b, int tid, int n_threads)
     ctypedef struct fl_team_cpus:
-        int n_cpus
-    void fl_team_cpus_of_caller(fl_team_cpus *t)
-    void fl_team_pin(const fl_team_cpus *t, int tid, int n_threads)
+        int n
+    void fl_team_plan(fl_team_cpus *t, int n_threads)
+    void fl_team_pin(const fl_team_cpus *t, int tid)
     int fl_num_threads()
     int fl_thread_id()
     int fl_openmp_enabled()
@@ -838,9 +838,9 @@ cdef class SequencePlan:
             with nogil:
                 _sequence_thread(s, &barrier, 0, 1, 0)
         else:
-            fl_team_cpus_of_caller(&cpus)
+            fl_team_plan(&cpus, self.n_threads)
             with nogil, parallel(num_threads=self.n_threads):
-                fl_team_pin(&cpus, fl_thread_id(), fl_num_threads())
+                fl_team_pin(&cpus, fl_thread_id())
                 _sequence_thread(s, &barrier, fl_thread_id(), fl_num_threads(), fl_thread_id())
 
 
@@ -891,9 +891,9 @@ def run_side_by_side(SequencePlan first not None, SequencePlan second not None, 
     first._begin(&s1, x, out, h0, c0, h_n, c_n, first_state)
     second._begin(&s2, x, out, h0, c0, h_n, c_n, second_state)
     memset(barriers, 0, sizeof(barriers))
-    fl_team_cpus_of_caller(&cpus)
+    fl_team_plan(&cpus, 2 * team)
     with nogil, parallel(num_threads=2 * team):
-        fl_team_pin(&cpus, fl_thread_id(), fl_num_threads())
+        fl_team_pin(&cpus, fl_thread_id())
         _side_by_side_thread(&s1, &s2, barriers, team)
     first._end(&s1, h_n, c_n, first_state)
     second._end(&s2, h_n, c_n, second_state)

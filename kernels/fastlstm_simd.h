@@ -17,6 +17,8 @@
 #define FASTLSTM_SIMD_H
 
 #include <sched.h>
+#include <stdio.h>
+#include <unistd.h>
 #include <stdint.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -1489,37 +1491,85 @@ static inline void fl_ftz_exit(unsigned old)
 
 /* Team threads on CPUs of their own.  A worker woken for a call lands where Linux
  * puts it, often on the caller's CPU (wake-affine), and the per-step barrier then
- * waits for a CPU to be shared (2 threads, lat_med bf16, calls 20 ms apart, 150 calls:
- * p99 11-12 ms against 2.7 ms typical).  Worker tid of a call is pinned to the tid-th
- * allowed CPU after the caller's current one (the caller is never pinned); a worker
- * keeps its CPU while it stays the right one, so the pin costs a system call only when
- * the caller has moved. */
+ * waits for a CPU to be shared (2 threads, lat_med, calls 20 ms apart, 200 calls: p99
+ * 12-13 ms against 2.6-2.9 typical; pinned 3.8-5, bench/sporadic.py).  The caller is
+ * never pinned.  Worker tid goes to the tid-th CPU of a plan made at the call: the
+ * caller's current CPU first, then allowed CPUs of other cores (SMT siblings share a
+ * core's FMA units; a core is known by the first CPU of its thread_siblings_list),
+ * then the remaining ones.  A worker keeps its CPU while the plan does not change, so
+ * pinning costs a system call only when the caller has moved. */
 #define FL_TEAM_MAX_CPUS 1024
 typedef struct {
-    int n_cpus;               /* CPUs the caller may run on (0: do not pin) */
-    int caller_index;         /* the caller's current CPU among them */
+    int n;                    /* threads with a CPU planned (0: do not pin) */
     int cpus[FL_TEAM_MAX_CPUS];
 } fl_team_cpus;
 
-/* The caller's allowed CPUs and where it runs now (called by the caller, before the
- * team starts). */
-static void fl_team_cpus_of_caller(fl_team_cpus *t)
+#ifdef __linux__
+static int fl_core_keys[FL_TEAM_MAX_CPUS];
+static int fl_core_keys_ready;
+
+/* The core of each CPU (the first CPU of its thread_siblings_list, or the CPU itself
+ * where sysfs does not say), read once. */
+static const int *fl_core_of_cpu(void)
 {
+    if (__atomic_load_n(&fl_core_keys_ready, __ATOMIC_ACQUIRE)) return fl_core_keys;
+    long configured = sysconf(_SC_NPROCESSORS_CONF);
+    if (configured < 1 || configured > FL_TEAM_MAX_CPUS) configured = FL_TEAM_MAX_CPUS;
+    for (int cpu = 0; cpu < FL_TEAM_MAX_CPUS; cpu++) {
+        int key = cpu;
+        if (cpu < configured) {
+            char path[96];
+            snprintf(path, sizeof path,
+                     "/sys/devices/system/cpu/cpu%d/topology/thread_siblings_list", cpu);
+            FILE *file = fopen(path, "r");
+            if (file) {
+                if (fscanf(file, "%d", &key) != 1 || key < 0 || key >= FL_TEAM_MAX_CPUS)
+                    key = cpu;
+                fclose(file);
+            }
+        }
+        __atomic_store_n(&fl_core_keys[cpu], key, __ATOMIC_RELAXED);
+    }
+    __atomic_store_n(&fl_core_keys_ready, 1, __ATOMIC_RELEASE);
+    return fl_core_keys;
+}
+#endif
+
+/* Plan the CPUs of a team of n_threads for a call from this thread (called by the
+ * caller before the team starts): t->cpus[0] is where the caller runs now. */
+static void fl_team_plan(fl_team_cpus *t, int n_threads)
+{
+    t->n = 0;
 #ifdef __linux__
     cpu_set_t allowed;
+    int list[FL_TEAM_MAX_CPUS], m = 0, here = -1;
     const int current = sched_getcpu();
-    t->n_cpus = 0;
-    t->caller_index = -1;
-    if (current < 0 || sched_getaffinity(0, sizeof allowed, &allowed) != 0) return;
-    for (int cpu = 0; cpu < CPU_SETSIZE && t->n_cpus < FL_TEAM_MAX_CPUS; cpu++) {
-        if (!CPU_ISSET(cpu, &allowed)) continue;
-        if (cpu == current) t->caller_index = t->n_cpus;
-        t->cpus[t->n_cpus++] = cpu;
-    }
-    if (t->caller_index < 0 || t->n_cpus < 2) t->n_cpus = 0;
+    if (n_threads < 2 || current < 0 || sched_getaffinity(0, sizeof allowed, &allowed) != 0)
+        return;
+    const unsigned long *words = (const unsigned long *)&allowed;  /* glibc and musl */
+    const int bits_per_word = 8 * (int)sizeof(unsigned long);
+    for (int w = 0; w < (int)(sizeof allowed / sizeof *words); w++)
+        for (unsigned long bits = words[w]; bits; bits &= bits - 1) {
+            const int cpu = w * bits_per_word + __builtin_ctzl(bits);
+            if (cpu >= FL_TEAM_MAX_CPUS) break;
+            if (cpu == current) here = m;
+            list[m++] = cpu;
+        }
+    if (here < 0 || m < n_threads) return;
+    const int *core = fl_core_of_cpu();
+    int n = 0;
+    t->cpus[n++] = current;
+    for (int pass = 0; pass < 2 && n < n_threads; pass++)
+        for (int step = 1; step < m && n < n_threads; step++) {
+            const int cpu = list[(here + step) % m];
+            int taken = 0;
+            for (int i = 0; i < n && !taken; i++)
+                taken = t->cpus[i] == cpu || (pass == 0 && core[t->cpus[i]] == core[cpu]);
+            if (!taken) t->cpus[n++] = cpu;
+        }
+    if (n == n_threads) t->n = n;
 #else
-    t->n_cpus = 0;
-    t->caller_index = -1;
+    (void)n_threads;
 #endif
 }
 
@@ -1527,20 +1577,19 @@ static void fl_team_cpus_of_caller(fl_team_cpus *t)
 static __thread int fl_worker_cpu = -1;
 #endif
 
-/* Team thread tid (> 0) onto its CPU of t; tid 0, the caller, stays as it is, as do
- * teams larger than the CPUs. */
-static void fl_team_pin(const fl_team_cpus *t, int tid, int n_threads)
+/* Team thread tid (> 0) onto its planned CPU; the caller (tid 0) stays as it is. */
+static void fl_team_pin(const fl_team_cpus *t, int tid)
 {
 #ifdef __linux__
-    if (tid <= 0 || n_threads > t->n_cpus) return;
-    const int cpu = t->cpus[(t->caller_index + tid) % t->n_cpus];
+    if (tid <= 0 || tid >= t->n) return;
+    const int cpu = t->cpus[tid];
     if (cpu == fl_worker_cpu) return;
     cpu_set_t one;
     CPU_ZERO(&one);
     CPU_SET(cpu, &one);
     if (sched_setaffinity(0, sizeof one, &one) == 0) fl_worker_cpu = cpu;
 #else
-    (void)t; (void)tid; (void)n_threads;
+    (void)t; (void)tid;
 #endif
 }
 
