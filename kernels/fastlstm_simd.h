@@ -1583,7 +1583,8 @@ static void fl_team_pin(const fl_team_cpus *t, int tid)
 #ifdef __linux__
     if (tid <= 0 || tid >= t->n) return;
     const int cpu = t->cpus[tid];
-    if (cpu == fl_worker_cpu) return;
+    /* each build's module keeps its own record, and may share libgomp's workers */
+    if (cpu == fl_worker_cpu && sched_getcpu() == cpu) return;
     cpu_set_t one;
     CPU_ZERO(&one);
     CPU_SET(cpu, &one);
