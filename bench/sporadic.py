@@ -35,29 +35,25 @@ def call_times(runner, gap_s, calls):
     return times
 
 
-def engines_for(precisions, peers):
-    found, skipped = engine_module.fastlstm_engines(["cython"], precisions)
-    others, skipped_peers = engine_module.peer_engines(peers)
-    skipped.update(skipped_peers)
-    return found + others, skipped
-
-
 def rows(config_name, threads, gaps_s, calls, precisions, peers):
-    """Table rows (engine, threads, gap ms, percentiles...) for one config."""
+    """Table rows (config, engine, threads, gap ms, percentiles..., max) for one config;
+    each engine built and checked as the bench does (``prepare_engine``)."""
     case = engine_module.Case(config_registry.CONFIGS[config_name])
-    engines, skipped = engines_for(precisions, peers)
+    engines, skipped = engine_module.requested_engines(["cython"], peers, precisions)
     for name, reason in skipped.items():
         print(f"skipped {name}: {reason}", file=sys.stderr)
     try:
         for n_threads in threads:
             for engine in engines:
-                runner = engine.build(case, n_threads)
-                runner.activate()
-                out = np.asarray(runner())
-                diff = engine_module.max_abs_diff(out, case.reference())
-                if not diff <= engine.tolerance:
+                record, runner = engine_module.prepare_engine(engine, case, n_threads)
+                if runner is None:
+                    print(f"skipped {engine.name}: {record.get('skipped') or record['error']}",
+                          file=sys.stderr)
+                    continue
+                if not record["max_abs_diff"] <= engine.tolerance:
                     raise AssertionError(f"{engine.name} on {config_name}: max abs diff "
-                                         f"{diff:.2e} beyond {engine.tolerance:.0e}")
+                                         f"{record['max_abs_diff']:.2e} beyond "
+                                         f"{engine.tolerance:.0e}")
                 for _ in range(3):
                     runner()
                 for gap_s in gaps_s:

@@ -387,11 +387,21 @@ cdef long _projection_pairs_k2(const uint16_t[:, :, :, ::1] w_pairs, int wt, lon
     return K2p
 
 
-cdef int _check_q8(str caller, long n_blocks, long width, long K, int n_threads, wq, wsum,
-                   q8_scratch) except -1:
-    """int8 projection arguments of ``caller``: q8_scratch (>= n_threads,
-    >= fl_q8_scratch_bytes(K)) uint8; wq (n_blocks, fl_q8_ldu(K) / 4, width, 4) int8 with
-    wsum (n_blocks, width) int32, or neither."""
+ctypedef struct Q8Projection:
+    const int8_t *wq        # int8 weights in VNNI order, or NULL (no integer tiles)
+    const int32_t *wsum     # their column sums, or NULL
+    uint8_t *q8             # (q8_threads, q8_stride) per-thread scratch
+    long q8_stride
+    int q8_threads
+
+
+cdef int _q8_projection(str caller, long n_blocks, long width, long K, int n_threads,
+                        const int8_t[:, :, :, ::1] wq, const int32_t[:, ::1] wsum,
+                        uint8_t[:, ::1] q8_scratch, Q8Projection *out) except -1:
+    """int8 projection arguments of ``caller`` checked, then their pointers into ``out``:
+    q8_scratch (>= n_threads, >= fl_q8_scratch_bytes(K)) uint8; wq (n_blocks,
+    fl_q8_ldu(K) / 4, width, 4) int8 with wsum (n_blocks, width) int32, or neither (wq is
+    left NULL where the CPU has no integer tiles)."""
     if q8_scratch is None or q8_scratch.shape[0] < n_threads \
             or q8_scratch.shape[1] < fl_q8_scratch_bytes(K) or q8_scratch.shape[1] % 4:
         got = None if q8_scratch is None else tuple(q8_scratch.shape)[:2]
@@ -404,6 +414,14 @@ cdef int _check_q8(str caller, long n_blocks, long width, long K, int n_threads,
         raise ValueError(f"{caller}: wq, wsum: expected ({n_blocks}, {fl_q8_ldu(K) // 4}, "
                          f"{width}, 4) and ({n_blocks}, {width}), got "
                          f"{tuple(wq.shape)[:4]} and {tuple(wsum.shape)[:2]}")
+    out.wq = NULL
+    out.wsum = NULL
+    if wq is not None and fl_cpu_supports_vnni():
+        out.wq = &wq[0, 0, 0, 0]
+        out.wsum = &wsum[0, 0]
+    out.q8 = &q8_scratch[0, 0]
+    out.q8_stride = q8_scratch.shape[1]
+    out.q8_threads = q8_scratch.shape[0]
     return 0
 
 
@@ -1245,15 +1263,15 @@ def bind_projection(SequencePlan plan, const weight_t[:, :, ::1] w_blocks, const
     s.p_wsum = NULL
     s.p_q8 = NULL
     s.p_q8_threads = 0
+    cdef Q8Projection q
     if wt == 2:
-        _check_q8("bind_projection", s.n_blk, s.xwidth, s.p_K, plan.n_threads, wq, wsum,
-                  q8_scratch)
-        if wq is not None and fl_cpu_supports_vnni():
-            s.p_wq = &wq[0, 0, 0, 0]
-            s.p_wsum = &wsum[0, 0]
-        s.p_q8 = &q8_scratch[0, 0]
-        s.p_q8_stride = q8_scratch.shape[1]
-        s.p_q8_threads = q8_scratch.shape[0]
+        _q8_projection("bind_projection", s.n_blk, s.xwidth, s.p_K, plan.n_threads, wq, wsum,
+                       q8_scratch, &q)
+        s.p_wq = q.wq
+        s.p_wsum = q.wsum
+        s.p_q8 = q.q8
+        s.p_q8_stride = q.q8_stride
+        s.p_q8_threads = q.q8_threads
     elif w_pairs is not None and fl_amx_usable():
         s.p_K2p = _projection_pairs_k2(w_pairs, wt, s.n_blk, s.xwidth, s.p_K, a16_scratch,
                                        stage, plan.n_threads)
@@ -1364,18 +1382,12 @@ def project(int gates, const weight_t[:, :, ::1] w_blocks, const float[::1] bias
     if step_rows < 1 or n_rows % step_rows != 0:
         raise ValueError(f"step_rows: expected a positive divisor of x's {n_rows} rows, "
                          f"got {step_rows}")
-    cdef const int8_t *wq_p = NULL
-    cdef const int32_t *wsum_p = NULL
     cdef bint q7 = step_rows >= FL_Q7_MIN_ROWS
-    cdef uint8_t *q8 = NULL
-    cdef long q8_stride = 0
+    cdef Q8Projection q
+    memset(&q, 0, sizeof(q))
     if wt == 2:
-        _check_q8("project", n_blocks, gates * FL_U, K, n_threads, wq, wsum, q8_scratch)
-        if wq is not None and fl_cpu_supports_vnni():
-            wq_p = &wq[0, 0, 0, 0]
-            wsum_p = &wsum[0, 0]
-        q8 = &q8_scratch[0, 0]
-        q8_stride = q8_scratch.shape[1]
+        _q8_projection("project", n_blocks, gates * FL_U, K, n_threads, wq, wsum, q8_scratch,
+                       &q)
     elif w_pairs is not None and n_rows >= FL_AMX_MIN_ROWS and fl_amx_usable():
         K2p = _projection_pairs_k2(w_pairs, wt, n_blocks, gates * FL_U, K, a16_scratch, stage,
                                    n_threads)
@@ -1389,10 +1401,10 @@ def project(int gates, const weight_t[:, :, ::1] w_blocks, const float[::1] bias
     if n_threads <= 1:
         with nogil:
             _project_thread(gates, wt, w, ws, n_blocks, K, b, xp, ldx, op, ldo, n_rows,
-                            pairs, K2p, a16, a16_stride, st, stage_stride, x_parts, wq_p, wsum_p,
-                            q8, q8_stride, q7)
+                            pairs, K2p, a16, a16_stride, st, stage_stride, x_parts, q.wq, q.wsum,
+                            q.q8, q.q8_stride, q7)
     else:
         with nogil, parallel(num_threads=n_threads):
             _project_thread(gates, wt, w, ws, n_blocks, K, b, xp, ldx, op, ldo, n_rows,
-                            pairs, K2p, a16, a16_stride, st, stage_stride, x_parts, wq_p, wsum_p,
-                            q8, q8_stride, q7)
+                            pairs, K2p, a16, a16_stride, st, stage_stride, x_parts, q.wq, q.wsum,
+                            q.q8, q.q8_stride, q7)

@@ -90,18 +90,11 @@ def _parse_threads(spec):
     return list(dict.fromkeys(values))
 
 
-def _engines(backends, peers, precisions):
-    fast, skipped = engine_module.fastlstm_engines(backends, precisions)
-    others, skipped_peers = engine_module.peer_engines(peers)
-    skipped.update(skipped_peers)
-    return fast + others, skipped
-
-
 # -- the main job: the default model ------------------------------------------------------------
 
 def _run_default(configs, threads, peers, backends, precisions):
     config, n_threads = configs[0], threads[0]
-    engines, skipped = _engines(backends, peers, precisions)
+    engines, skipped = engine_module.requested_engines(backends, peers, precisions)
     print(f"fastlstm bench: default model {config.name}: {config.describe()}, "
           f"seed {config_registry.SEED}, {n_threads} thread(s)")
     case = engine_module.Case(config)
@@ -145,7 +138,7 @@ def _default_line(record):
 # -- the config table ----------------------------------------------------------------------------
 
 def _run_table(args, configs, threads, peers, backends, precisions):
-    engines, skipped = _engines(backends, peers, precisions)
+    engines, skipped = engine_module.requested_engines(backends, peers, precisions)
     load_at_start = _load_average()
     others = _OtherProcesses()
     roof_precisions = [p for p in peer_registry.PRECISIONS

@@ -187,6 +187,15 @@ def fastlstm_engines(backends, precisions=("fp32",)):
     return engines, skipped
 
 
+def requested_engines(backends, peers, precisions):
+    """fastlstm's engines (``fastlstm_engines``) then the peers' (``peer_engines``), and
+    every one skipped, with the reason."""
+    fast, skipped = fastlstm_engines(backends, precisions)
+    others, skipped_peers = peer_engines(peers)
+    skipped.update(skipped_peers)
+    return fast + others, skipped
+
+
 def peer_engines(names):
     """Engines for the requested peers; missing libraries go to ``skipped`` with the reason."""
     engines, skipped = [], {}
@@ -227,7 +236,7 @@ def bench_cells(engines, case, threads, *, quick=False, repeat=None, on_engine=N
     for engine in engines:
         if on_engine is not None:
             on_engine(engine)
-        prepared.append(_prepare(engine, case, threads))
+        prepared.append(prepare_engine(engine, case, threads))
     ready = [(record, runner) for record, runner in prepared if runner is not None]
     timings = timing.measure_interleaved([runner for _, runner in ready], quick=quick,
                                          repeat=repeat)
@@ -248,7 +257,7 @@ def bench_cells(engines, case, threads, *, quick=False, repeat=None, on_engine=N
     return [record for record, _ in prepared]
 
 
-def _prepare(engine, case, threads):
+def prepare_engine(engine, case, threads):
     """(record, runner): the engine built, its threads applied, its first output checked
     against the reference (the difference in ``max_abs_diff``); runner None when it was
     skipped or failed (the record says which)."""
